@@ -1,0 +1,228 @@
+"""The hub layer: the one place that knows what a "worker" is.
+
+The bridges in :mod:`asgigreen.sync` and :mod:`asgigreen.local` speak of
+workers (who is running now, where thread-sensitive work goes, how a sync
+caller parks while async code runs for it) and leave the meaning to a hub:
+
+* ``threads`` (the default): a worker is an OS thread, as in asgiref.
+* ``gevent``: a worker is a greenlet in a gevent-monkeypatched process, with
+  real OS threads still available on request for blocking C code.
+
+Selection, in order: :func:`use` if called, else the ``ASGIGREEN_HUB``
+environment variable (``threads`` or ``gevent``), else ``gevent`` when gevent
+has monkeypatched :mod:`threading`, else ``threads``. The choice is made on
+first use and kept; call :func:`use` before the bridges run to change it.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import os
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from typing import Any, Protocol, TypeVar
+
+__all__ = [
+    "HUB_NAMES",
+    "Hub",
+    "Signal",
+    "get_hub",
+    "use",
+]
+
+_T = TypeVar("_T")
+
+#: The names :func:`use` and ``ASGIGREEN_HUB`` accept.
+HUB_NAMES = ("threads", "gevent")
+
+
+class Signal(Protocol):
+    """A wake-up flag one worker parks on and any worker (or thread) sets.
+
+    ``wait()`` returns once ``set()`` has been called since the last
+    ``wait()`` returned; it consumes the flag.
+    """
+
+    def wait(self) -> None: ...
+
+    def set(self) -> None: ...
+
+
+class Hub(abc.ABC):
+    """What a worker is, where sync work runs, and how the bridges wait.
+
+    A hub is a process-wide singleton chosen once (see :func:`get_hub`). Every
+    method may be called from any worker unless it says otherwise.
+    """
+
+    #: The name used by :func:`use` and ``ASGIGREEN_HUB``.
+    name: str = ""
+
+    # -- identity -----------------------------------------------------------
+
+    @abc.abstractmethod
+    def worker_id(self) -> int:
+        """Identity of the current worker (an OS thread or a greenlet)."""
+
+    @abc.abstractmethod
+    def worker_local(self) -> Any:
+        """A new namespace whose attributes are private to each worker.
+
+        It behaves like :class:`threading.local`; a worker's attributes are
+        dropped when the worker ends.
+        """
+
+    @abc.abstractmethod
+    def new_signal(self) -> Signal:
+        """A :class:`Signal` for the current worker to park on."""
+
+    # -- where sync work runs -----------------------------------------------
+
+    @abc.abstractmethod
+    def serial_executor(self) -> Executor:
+        """A new executor that runs one call at a time on one dedicated worker.
+
+        Thread-sensitive work runs on these: the process-wide one and one per
+        :class:`~asgigreen.sync.ThreadSensitiveContext`.
+        """
+
+    @abc.abstractmethod
+    def run_in_executor(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        executor: Executor | None,
+        func: Callable[[], _T],
+    ) -> asyncio.Future[_T]:
+        """Run ``func`` on ``executor`` and return a future of ``loop`` for it.
+
+        ``executor=None`` means the hub's default for work that is not
+        thread-sensitive. Cancelling the returned future cancels the call if
+        it has not started. Called from the worker running ``loop``.
+        """
+
+    # -- how async code is run for a sync caller ----------------------------
+
+    @abc.abstractmethod
+    def spawn(self, func: Callable[[], _T]) -> Future[_T]:
+        """Run ``func`` on a fresh worker of its own and return its future.
+
+        ``async_to_sync`` runs its event loop this way; the caller parks on
+        the future with
+        :meth:`~asgigreen.current_thread_executor.CurrentThreadExecutor.run_until_future`.
+        """
+
+    @abc.abstractmethod
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        """A new event loop suited to running on one of this hub's workers."""
+
+    _process_serial: Executor | None = None
+
+    def process_serial_executor(self) -> Executor:
+        """The process-wide :meth:`serial_executor`, for thread-sensitive work
+        outside any ``ThreadSensitiveContext`` or ``async_to_sync``."""
+        executor = self._process_serial
+        if executor is None:
+            with _lock:
+                executor = self._process_serial
+                if executor is None:
+                    executor = self._process_serial = self.serial_executor()
+        return executor
+
+    # -- lifecycle ----------------------------------------------------------
+
+    def activate(self) -> None:
+        """Called once when the hub becomes the process's hub."""
+
+    def after_fork_in_child(self) -> None:
+        """Drop workers inherited from the parent; they do not exist here."""
+        self._process_serial = None
+
+
+_hub: Hub | None = None
+_lock = threading.Lock()
+
+
+def _gevent_patched_threading() -> bool:
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is None:
+        return False
+    try:
+        return bool(monkey.is_module_patched("threading"))
+    except Exception:
+        return False
+
+
+def _create(name: str) -> Hub:
+    if name == "threads":
+        from .threads import ThreadsHub
+
+        return ThreadsHub()
+    if name == "gevent":
+        try:
+            from .gevent import GeventHub
+        except ImportError as exc:
+            raise RuntimeError(
+                "The gevent hub needs gevent and greenlet: "
+                "pip install 'asgigreen[gevent]'"
+            ) from exc
+        return GeventHub()
+    raise ValueError(f"Unknown asgigreen hub {name!r}; choose one of {', '.join(HUB_NAMES)}")
+
+
+def _detect() -> str:
+    name = os.environ.get("ASGIGREEN_HUB", "").strip().lower()
+    if name:
+        if name not in HUB_NAMES:
+            raise ValueError(
+                f"ASGIGREEN_HUB={name!r} is not a hub; choose one of {', '.join(HUB_NAMES)}"
+            )
+        return name
+    return "gevent" if _gevent_patched_threading() else "threads"
+
+
+def get_hub() -> Hub:
+    """The process's hub, chosen on first call (see the module docstring)."""
+    hub = _hub
+    if hub is None:
+        hub = _install(_detect())
+    return hub
+
+
+def use(name: str) -> Hub:
+    """Make ``name`` (``"threads"`` or ``"gevent"``) the process's hub.
+
+    Call it at start-up, before any bridge runs: work already running stays
+    on the hub it started on.
+    """
+    return _install(name)
+
+
+def _install(name: str) -> Hub:
+    global _hub
+    with _lock:
+        if _hub is not None and _hub.name == name:
+            return _hub
+        hub = _create(name)
+        hub.activate()
+        _hub = hub
+    return hub
+
+
+def worker_id() -> int:
+    """Identity of the current worker on the process's hub."""
+    return get_hub().worker_id()
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()
+    hub = _hub
+    if hub is not None:
+        hub.after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
