@@ -1,4 +1,4 @@
-"""Running a coroutine on a fresh event loop, as ``asyncio.run`` does, but cheaper."""
+"""Running a coroutine to completion on an event loop, as ``asyncio.run`` does."""
 
 from __future__ import annotations
 
@@ -7,30 +7,32 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 
-def run_loop_to_completion(
-    main: Callable[[], Coroutine[Any, Any, None]],
-    new_loop: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
+def run_to_completion(
+    loop: asyncio.AbstractEventLoop, main: Callable[[], Coroutine[Any, Any, None]]
 ) -> None:
-    """Run ``main()`` on a new event loop, then clean up and close the loop.
+    """Run ``main()`` on ``loop``, then clean up after it as ``asyncio.run`` does.
 
-    Cleanup matches ``asyncio.run``: tasks still pending are cancelled and
-    awaited, async generators are finalised and the default executor is shut
-    down. Steps with nothing to do are skipped: they each cost a loop turn.
+    Tasks still pending are cancelled and awaited, async generators are
+    finalised and the default executor is shut down; steps with nothing to
+    do are skipped, as each costs a loop turn. The loop is left open.
     """
-    loop = new_loop()
     try:
-        asyncio.set_event_loop(loop)
         loop.run_until_complete(main())
     finally:
-        try:
-            _cancel_pending(loop)
-            if getattr(loop, "_asyncgens", True):
-                loop.run_until_complete(loop.shutdown_asyncgens())
-            if getattr(loop, "_default_executor", True) is not None:
-                loop.run_until_complete(loop.shutdown_default_executor())
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()
+        _cancel_pending(loop)
+        if getattr(loop, "_asyncgens", True):
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        if getattr(loop, "_default_executor", True) is not None:
+            loop.run_until_complete(loop.shutdown_default_executor())
+
+
+def run_on_fresh_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """:func:`run_to_completion` on a new event loop, closed afterwards."""
+    loop = asyncio.new_event_loop()
+    try:
+        run_to_completion(loop, main)
+    finally:
+        loop.close()
 
 
 def _cancel_pending(loop: asyncio.AbstractEventLoop) -> None:

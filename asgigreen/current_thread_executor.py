@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
@@ -44,7 +43,7 @@ class CurrentThreadExecutor(Executor):
         hub = hubs.get_hub()
         self._owner = hub.worker_id()
         self._signal = hub.new_signal()
-        self._lock = threading.Lock()
+        self._lock = hub.new_lock()
         self._queue: deque[tuple[Future[Any], Callable[[], Any]]] = deque()
         self._done = False
         self._old_executor = old_executor
@@ -80,7 +79,7 @@ class CurrentThreadExecutor(Executor):
     ) -> Future[_R]:
         if hubs.get_hub().worker_id() == self._owner:
             raise RuntimeError("You cannot submit onto CurrentThreadExecutor from its own thread")
-        future: Future[_R] = Future()
+        future: Future[_R] = hubs.get_hub().new_future()
         item = (future, lambda: fn(*args, **kwargs))
         # An executor that stopped serving hands work to the enclosing one
         # still parked on the same worker.

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import threading
 from typing import Any, final
 
 from . import hubs
@@ -152,31 +151,28 @@ def _missing(local: object, key: str) -> AttributeError:
 class _DefaultLocal(Local):  # type: ignore[misc]
     """``Local(thread_critical=False)``: context-variable storage."""
 
+    # No lock: stored dicts are never mutated (every change makes a new
+    # one) and a context can be entered by one thread at a time only.
+
     def __init__(self, thread_critical: bool = False) -> None:
-        # The lock keeps read-copy-write updates whole when OS threads share
-        # one context (a context entered on several threads at once).
-        _set(self, "_lock", threading.RLock())
         _set(self, "_storage", _ContextStorage())
 
     def __getattr__(self, key: str) -> Any:
-        with self._lock:
-            try:
-                return self._storage.get(key)
-            except KeyError:
-                raise _missing(self, key) from None
+        try:
+            return self._storage.get(key)
+        except KeyError:
+            raise _missing(self, key) from None
 
     def __setattr__(self, key: str, value: Any) -> None:
         if key in _RESERVED:
             raise _reserved(key)
-        with self._lock:
-            self._storage.set(key, value)
+        self._storage.set(key, value)
 
     def __delattr__(self, key: str) -> None:
-        with self._lock:
-            try:
-                self._storage.delete(key)
-            except KeyError:
-                raise _missing(self, key) from None
+        try:
+            self._storage.delete(key)
+        except KeyError:
+            raise _missing(self, key) from None
 
 
 class _ThreadCriticalLocal(Local):  # type: ignore[misc]

@@ -21,7 +21,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from . import hubs
-from ._runner import run_loop_to_completion
 from .current_thread_executor import CurrentThreadExecutor
 from .local import Local, WorkerLocal, _rehome, _Storage
 
@@ -253,7 +252,7 @@ class AsyncToSync(Generic[_P, _R]):
             )
 
         outer_loop = None if self.force_new_loop else _outer_event_loop()
-        call_result: Future[_R] = Future()
+        call_result: Future[_R] = hubs.get_hub().new_future()
         old_executor = getattr(self.executors, "current", None)
         current_executor = CurrentThreadExecutor(old_executor)
         self.executors.current = current_executor
@@ -289,7 +288,7 @@ class AsyncToSync(Generic[_P, _R]):
                 del self.loop_thread_executors[loop]
 
         hub = hubs.get_hub()
-        runner = functools.partial(run_loop_to_completion, run, hub.new_event_loop)
+        runner = functools.partial(hub.run_on_new_loop, run)
         single_thread_context = self.async_single_thread_context.get(None)
         if single_thread_context is None:
             finished = hub.spawn(runner)
@@ -372,6 +371,12 @@ class SyncToAsync(Generic[_P, _R]):
 
     With ``thread_sensitive=False`` calls run concurrently on ``executor``,
     or on the hub's default for such work.
+
+    ``real_thread=True`` (an asgigreen addition) asks the hub for a native OS
+    thread: on the gevent hub, for blocking C code that would otherwise stall
+    every greenlet. Thread-sensitive calls still share one such thread per
+    worker. ``None`` follows the hub's setting; the threads hub always uses
+    real threads.
     """
 
     #: Per worker: the event loop (and its pid) of the call running there,
@@ -396,6 +401,8 @@ class SyncToAsync(Generic[_P, _R]):
         thread_sensitive: bool = True,
         executor: ThreadPoolExecutor | None = None,
         context: contextvars.Context | None = None,
+        *,
+        real_thread: bool | None = None,
     ) -> None:
         if not callable(func) or _is_async_callable(func):
             raise TypeError("sync_to_async can only be applied to sync functions.")
@@ -406,6 +413,7 @@ class SyncToAsync(Generic[_P, _R]):
         self.context = context
         self._thread_sensitive = thread_sensitive
         self._executor = executor
+        self._real_thread = real_thread
         markcoroutinefunction(self)
         try:
             self.__self__ = func.__self__  # type: ignore[attr-defined]
@@ -430,7 +438,7 @@ class SyncToAsync(Generic[_P, _R]):
         work = functools.partial(
             self.thread_handler, loop, sys.exc_info(), task_context, in_context, child
         )
-        pending = hubs.get_hub().run_in_executor(loop, executor, work)
+        pending = hubs.get_hub().run_in_executor(loop, executor, work, self._real_thread)
         try:
             return await asyncio.shield(pending)
         except asyncio.CancelledError:
@@ -556,6 +564,7 @@ def sync_to_async(
     thread_sensitive: bool = True,
     executor: ThreadPoolExecutor | None = None,
     context: contextvars.Context | None = None,
+    real_thread: bool | None = None,
 ) -> Callable[[Callable[_P, _R]], Callable[_P, Coroutine[Any, Any, _R]]]: ...
 
 
@@ -566,6 +575,7 @@ def sync_to_async(
     thread_sensitive: bool = True,
     executor: ThreadPoolExecutor | None = None,
     context: contextvars.Context | None = None,
+    real_thread: bool | None = None,
 ) -> Callable[_P, Coroutine[Any, Any, _R]]: ...
 
 
@@ -575,6 +585,7 @@ def sync_to_async(
     thread_sensitive: bool = True,
     executor: ThreadPoolExecutor | None = None,
     context: contextvars.Context | None = None,
+    real_thread: bool | None = None,
 ) -> (
     Callable[[Callable[_P, _R]], Callable[_P, Coroutine[Any, Any, _R]]]
     | Callable[_P, Coroutine[Any, Any, _R]]
@@ -583,8 +594,12 @@ def sync_to_async(
 
     Usable directly or as a decorator, with or without arguments.
     """
+    options: dict[str, Any] = {
+        "thread_sensitive": thread_sensitive,
+        "executor": executor,
+        "context": context,
+        "real_thread": real_thread,
+    }
     if func is None:
-        return lambda f: SyncToAsync(
-            f, thread_sensitive=thread_sensitive, executor=executor, context=context
-        )
-    return SyncToAsync(func, thread_sensitive=thread_sensitive, executor=executor, context=context)
+        return lambda f: SyncToAsync(f, **options)
+    return SyncToAsync(func, **options)

@@ -21,13 +21,14 @@ import asyncio
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor, Future
 from typing import Any, Protocol, TypeVar
 
 __all__ = [
     "HUB_NAMES",
     "Hub",
+    "Lock",
     "Signal",
     "get_hub",
     "use",
@@ -37,6 +38,14 @@ _T = TypeVar("_T")
 
 #: The names :func:`use` and ``ASGIGREEN_HUB`` accept.
 HUB_NAMES = ("threads", "gevent")
+
+
+class Lock(Protocol):
+    """The context-manager part of :class:`threading.Lock`."""
+
+    def __enter__(self) -> bool: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
 
 
 class Signal(Protocol):
@@ -79,6 +88,18 @@ class Hub(abc.ABC):
     def new_signal(self) -> Signal:
         """A :class:`Signal` for the current worker to park on."""
 
+    def new_lock(self) -> Lock:
+        """A mutex for state shared across workers and OS threads.
+
+        Held only briefly and never across a wait, so it may be a native
+        lock even where workers are greenlets.
+        """
+        return threading.Lock()
+
+    def new_future(self) -> Future[Any]:
+        """A :class:`concurrent.futures.Future` for results handed between workers."""
+        return Future()
+
     # -- where sync work runs -----------------------------------------------
 
     @abc.abstractmethod
@@ -95,12 +116,15 @@ class Hub(abc.ABC):
         loop: asyncio.AbstractEventLoop,
         executor: Executor | None,
         func: Callable[[], _T],
+        real_thread: bool | None = None,
     ) -> asyncio.Future[_T]:
         """Run ``func`` on ``executor`` and return a future of ``loop`` for it.
 
         ``executor=None`` means the hub's default for work that is not
-        thread-sensitive. Cancelling the returned future cancels the call if
-        it has not started. Called from the worker running ``loop``.
+        thread-sensitive. ``real_thread=True`` asks for a native OS thread
+        standing in for ``executor``'s worker (``None``: the hub's setting).
+        Cancelling the returned future cancels the call if it has not
+        started. Called from the worker running ``loop``.
         """
 
     # -- how async code is run for a sync caller ----------------------------
@@ -115,8 +139,13 @@ class Hub(abc.ABC):
         """
 
     @abc.abstractmethod
-    def new_event_loop(self) -> asyncio.AbstractEventLoop:
-        """A new event loop suited to running on one of this hub's workers."""
+    def run_on_new_loop(self, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``main()`` to completion on an event loop of its own, here.
+
+        Blocks the current worker until done. The loop starts with nothing
+        scheduled and is cleaned up afterwards as ``asyncio.run`` does; the
+        hub may reuse it for a later call once it is clean.
+        """
 
     _process_serial: Executor | None = None
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from .._runner import run_on_fresh_loop
 from . import Hub
 
 __all__ = ["ThreadsHub"]
@@ -72,14 +73,16 @@ class ThreadsHub(Hub):
         loop: asyncio.AbstractEventLoop,
         executor: Executor | None,
         func: Callable[[], _T],
+        real_thread: bool | None = None,
     ) -> asyncio.Future[_T]:
+        # Every worker here is a real thread already.
         return loop.run_in_executor(executor, func)
 
     def spawn(self, func: Callable[[], _T]) -> Future[_T]:
         return self._spawn_pool().submit(func)
 
-    def new_event_loop(self) -> asyncio.AbstractEventLoop:
-        return asyncio.new_event_loop()
+    def run_on_new_loop(self, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        run_on_fresh_loop(main)
 
     def _spawn_pool(self) -> ThreadPoolExecutor:
         pool = self._loop_threads

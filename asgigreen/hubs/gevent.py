@@ -1,0 +1,787 @@
+"""The gevent hub: workers are greenlets, with real OS threads on request.
+
+For gevent-monkeypatched processes, where "threads" are greenlets sharing
+one OS thread. Three mechanisms make the bridges work there:
+
+* **A running loop per greenlet.** asyncio records the running loop per OS
+  thread, so every greenlet would see a loop that another greenlet runs. A
+  greenlet switch tracer parks the running loop of the greenlet switched
+  away from and restores the one of the greenlet switched to.
+* **Greenlet workers.** Thread-sensitive work runs on long-lived worker
+  greenlets (one process-wide, one per ``ThreadSensitiveContext``) or on the
+  greenlet blocked in ``async_to_sync``; other work on a greenlet per call,
+  up to a bound. ``async_to_sync`` runs its event loop on a new greenlet,
+  with a selector that waits cooperatively.
+* **Direct switches.** The caller switches straight into the worker and gets
+  control back when the work ends, with no trip through gevent's hub. If the
+  work blocks, gevent's hub runs and hands control back to the caller (the
+  job is "detached"); the outcome then arrives through an ordinary wake-up.
+
+Real threads: blocking C code (a database driver without gevent support,
+CPU-bound work) on a greenlet stalls every greenlet. ``real_thread=True`` on
+``sync_to_async``, or :func:`configure` ``(real_threads=True)`` for the whole
+hub, runs thread-sensitive work on a native OS thread instead (one per
+worker, so the work still stays on one thread) and other work on gevent's
+native thread pool.
+"""
+
+from __future__ import annotations
+
+import _socket
+import asyncio
+import contextvars
+import os
+import selectors
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable, Coroutine, Mapping
+from concurrent.futures import Executor, Future
+from typing import Any, TypeVar
+
+import gevent.local
+from gevent.hub import Waiter, get_hub
+from gevent.monkey import get_original
+from gevent.threadpool import ThreadPool
+from greenlet import getcurrent, greenlet, settrace
+
+from .._runner import run_on_fresh_loop, run_to_completion
+from ..current_thread_executor import CurrentThreadExecutor
+from . import Hub, get_hub as get_asgigreen_hub
+
+__all__ = ["GeventHub", "configure"]
+
+_T = TypeVar("_T")
+
+_native_ident: Callable[[], int] = get_original("_thread", "get_ident")
+_native_lock: Callable[[], Any] = get_original("_thread", "allocate_lock")
+_get_running_loop = asyncio.events._get_running_loop
+_set_running_loop = asyncio.events._set_running_loop
+
+# Greenlets allowed to run non-thread-sensitive calls at once; more wait in line.
+_DEFAULT_MAX_GREENLETS = 10_000
+# Native threads for non-thread-sensitive calls sent to real threads.
+_DEFAULT_MAX_REAL_THREADS = 20
+# Clean event loops kept for later async_to_sync calls.
+_MAX_IDLE_LOOPS = 64
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} must be a whole number") from None
+    if value < 1:
+        raise ValueError(f"{name}={raw!r} must be at least 1")
+    return value
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+# -- the running loop, per greenlet -------------------------------------------
+
+# Greenlets switched away from while an event loop was running in them.
+_parked_loops: dict[greenlet, asyncio.AbstractEventLoop] = {}
+_chained_tracer: Any = None
+
+
+def _track_running_loop(event: str, args: tuple[greenlet, greenlet]) -> None:
+    if event in ("switch", "throw"):
+        origin, target = args
+        running = _get_running_loop()
+        if running is not None:
+            # A dying greenlet has left its loop; don't keep it alive.
+            if not origin.dead:
+                _parked_loops[origin] = running
+        elif _parked_loops:
+            _parked_loops.pop(origin, None)
+        _set_running_loop(_parked_loops.pop(target, None) if _parked_loops else None)
+    if _chained_tracer is not None:
+        _chained_tracer(event, args)
+
+
+def _install_tracer() -> None:
+    global _chained_tracer
+    previous = settrace(_track_running_loop)
+    if previous is not _track_running_loop:
+        _chained_tracer = previous
+
+
+# -- jobs and direct switches -------------------------------------------------
+
+# What a caller parked in a direct switch receives when the job blocked.
+_DETACHED = object()
+
+
+class _Job:
+    """One call to run on a worker, and its outcome."""
+
+    __slots__ = ("caller", "cancelled", "error", "func", "on_done", "result")
+
+    def __init__(self, func: Callable[[], Any]) -> None:
+        self.func = func
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.cancelled = False
+        # The greenlet parked in a direct switch, waiting for this job.
+        self.caller: greenlet | None = None
+        # How a caller that is not parked here learns the outcome.
+        self.on_done: Callable[[_Job], None] | None = None
+
+    def run(self) -> None:
+        if self.cancelled:
+            return
+        try:
+            self.result = self.func()
+        except BaseException as exc:
+            self.error = exc
+
+    def finish(self) -> None:
+        """Report the outcome to a caller that is not parked on the job."""
+        if self.caller is None and self.on_done is not None:
+            self.on_done(self)
+
+    def settle(self, future: Future[Any] | asyncio.Future[Any]) -> None:
+        if future.done():
+            return
+        if self.error is not None:
+            future.set_exception(self.error)
+        elif not self.cancelled:
+            future.set_result(self.result)
+
+    def cancel_if(self, future: Future[Any] | asyncio.Future[Any]) -> None:
+        """A done-callback: a cancelled future means the job need not run."""
+        if future.cancelled():
+            self.cancelled = True
+
+
+class _Home:
+    """The OS thread, and its gevent hub, that the worker greenlets live on."""
+
+    def __init__(self) -> None:
+        self.hub = get_hub()
+        self.thread = _native_ident()
+
+    def here(self) -> bool:
+        """Whether the caller may switch to the workers (same OS thread, not the hub)."""
+        return _native_ident() == self.thread and getcurrent() is not self.hub
+
+    def call_soon(self, func: Callable[..., Any], *args: Any) -> None:
+        """Run ``func(*args)`` in gevent's hub, from any OS thread."""
+        if _native_ident() == self.thread:
+            self.hub.loop.run_callback(func, *args)
+        else:
+            self.hub.loop.run_callback_threadsafe(func, *args)
+
+    def switch_attached(self, job: _Job, target: greenlet, *args: Any) -> bool:
+        """Switch into ``target`` to run ``job`` and park until it ends or blocks.
+
+        True when the job ended during the switch. False when it blocked:
+        gevent's hub then gave control back and the job reports through
+        ``job.on_done`` when it ends.
+        """
+        caller = getcurrent()
+        job.caller = caller
+
+        def detach() -> None:
+            # Runs only if gevent's hub got control: the job blocked.
+            if job.caller is caller:
+                job.caller = None
+                if target.parent is caller:
+                    target.parent = self.hub
+                caller.switch(_DETACHED)
+
+        callback = self.hub.loop.run_callback(detach)
+        try:
+            answer = target.switch(*args)
+        finally:
+            callback.stop()
+        job.caller = None
+        return answer is not _DETACHED
+
+
+class _GreenSignal:
+    """:class:`~asgigreen.hubs.Signal` for a greenlet; set from any thread."""
+
+    __slots__ = ("_flag", "_home", "_waiter")
+
+    def __init__(self, home: _Home) -> None:
+        self._home = home
+        self._flag = False
+        self._waiter: Waiter | None = None
+
+    def wait(self) -> None:
+        while not self._flag:
+            waiter = self._waiter = Waiter(self._home.hub)
+            try:
+                waiter.get()
+            finally:
+                self._waiter = None
+        self._flag = False
+
+    def set(self) -> None:
+        if _native_ident() == self._home.thread:
+            self._set_here()
+        else:
+            self._home.hub.loop.run_callback_threadsafe(self._set_here)
+
+    def _set_here(self) -> None:
+        self._flag = True
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            self._home.hub.loop.run_callback(waiter.switch, None)
+
+
+class _NativeSignal:
+    """:class:`~asgigreen.hubs.Signal` for a native thread other than home."""
+
+    __slots__ = ("_unset",)
+
+    def __init__(self) -> None:
+        # Held while unset: wait() blocks acquiring it, set() releases it.
+        self._unset = _native_lock()
+        self._unset.acquire()
+
+    def wait(self) -> None:
+        self._unset.acquire()
+
+    def set(self) -> None:
+        try:
+            self._unset.release()
+        except RuntimeError:
+            pass  # already set
+
+
+class _HomeFuture(Future[Any]):
+    """A Future guarded by a native lock.
+
+    Completions are handed between greenlets and native threads but never
+    waited on while pending (callers park on a signal instead), so gevent's
+    cooperative lock buys nothing here and costs much more.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._condition = threading.Condition(_native_lock())  # type: ignore[misc]
+
+
+def _wait(home: _Home, future: Future[Any]) -> None:
+    signal = _GreenSignal(home)
+    future.add_done_callback(lambda _: signal.set())
+    signal.wait()
+
+
+# -- workers --------------------------------------------------------------------
+
+
+class _GreenletWorker(Executor):
+    """One long-lived greenlet that runs jobs one at a time, in order."""
+
+    def __init__(self, home: _Home) -> None:
+        self._home = home
+        self._jobs: deque[_Job] = deque()
+        self._greenlet = greenlet(self._serve, parent=home.hub)
+        # Parked with nothing to do: a switch into it is safe.
+        self._idle = True
+        self._shutdown = False
+        self._stopped: Future[None] = Future()
+        #: The native thread standing in for this worker for real-thread work.
+        self.real_thread: _RealThreadWorker | None = None
+
+    def submit(  # type: ignore[override]
+        self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any
+    ) -> Future[_T]:
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        return _submit_job(self.run_job, fn, args, kwargs)
+
+    def run_job(self, job: _Job) -> bool:
+        """Run ``job``; True if it ended before this returned.
+
+        From an idle worker's own OS thread, switch straight into it.
+        """
+        self._jobs.append(job)
+        if self._idle and len(self._jobs) == 1 and self._home.here():
+            self._idle = False
+            return self._home.switch_attached(job, self._greenlet)
+        self._home.call_soon(self._wake)
+        return False
+
+    def _wake(self) -> None:
+        if self._idle:
+            self._idle = False
+            self._greenlet.switch()
+
+    def _serve(self) -> None:
+        while True:
+            if not self._jobs:
+                if self._shutdown:
+                    self._stopped.set_result(None)
+                    return
+                self._idle = True
+                self._home.hub.switch()
+                continue
+            job = self._jobs.popleft()
+            job.run()
+            caller = job.caller
+            if caller is None:
+                job.finish()
+                continue
+            # The caller is parked in a direct switch: give it control back
+            # and park here, with a wake-up queued if work remains.
+            job.caller = None
+            self._idle = True
+            if self._jobs or self._shutdown:
+                self._home.call_soon(self._wake)
+            caller.switch()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if not self._shutdown:
+            self._shutdown = True
+            if cancel_futures:
+                for job in self._jobs:
+                    job.cancelled = True
+            self._home.call_soon(self._wake)
+        if self.real_thread is not None:
+            self.real_thread.shutdown(wait=wait)
+        if wait and self._home.here() and getcurrent() is not self._greenlet:
+            _wait(self._home, self._stopped)
+
+
+class _Runners(Executor):
+    """Runs each job on a greenlet of its own, at most ``limit`` at once.
+
+    Jobs over the limit wait in line. Creating a greenlet costs far more than
+    switching to a parked one, so finished runners park for reuse, up to
+    ``keep`` of them. Each job starts in an empty context, like a new thread.
+    """
+
+    def __init__(self, home: _Home, limit: int | None = None, keep: int = 256) -> None:
+        self._home = home
+        self.limit = limit
+        self._keep = keep
+        self._busy = 0
+        self._waiting: deque[_Job] = deque()
+        self._idle: list[greenlet] = []
+
+    def submit(  # type: ignore[override]
+        self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any
+    ) -> Future[_T]:
+        return _submit_job(self.run_job, fn, args, kwargs)
+
+    def run_job(self, job: _Job) -> bool:
+        """Run ``job``; True if it ended before this returned.
+
+        From the home thread, switch straight into the runner.
+        """
+        if self.limit is not None and self._busy >= self.limit:
+            self._waiting.append(job)
+            return False
+        self._busy += 1
+        home = self._home
+        if home.here():
+            return home.switch_attached(job, self._take(), job)
+        home.call_soon(self._start, job)
+        return False
+
+    def _start(self, job: _Job) -> None:
+        self._take().switch(job)
+
+    def _start_waiting(self) -> None:
+        if self._waiting and (self.limit is None or self._busy < self.limit):
+            self._busy += 1
+            self._start(self._waiting.popleft())
+
+    def _take(self) -> greenlet:
+        if self._idle:
+            return self._idle.pop()
+        return greenlet(self._serve, parent=self._home.hub)
+
+    def _serve(self, job: _Job) -> None:
+        me = getcurrent()
+        hub = self._home.hub
+        while True:
+            contextvars.Context().run(job.run)
+            caller = job.caller
+            job.finish()
+            self._busy -= 1
+            if self._waiting:
+                if caller is None:
+                    # Nobody to hand control back to: take the next job here.
+                    self._busy += 1
+                    job = self._waiting.popleft()
+                    continue
+                self._home.call_soon(self._start_waiting)
+            if len(self._idle) >= self._keep:
+                if caller is not None:
+                    me.parent = caller  # ending hands control to the parked caller
+                return
+            self._idle.append(me)
+            # Park; whoever hands over the next job switches back in with it.
+            job = caller.switch() if caller is not None else hub.switch()
+
+
+class _RealThreadWorker(Executor):
+    """A native OS thread that runs jobs one at a time (gevent's thread pool)."""
+
+    def __init__(self, home: _Home, threads: int = 1) -> None:
+        self._home = home
+        self._pool = ThreadPool(threads, hub=home.hub)
+
+    def submit(  # type: ignore[override]
+        self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any
+    ) -> Future[_T]:
+        return _submit_job(self.run_job, fn, args, kwargs)
+
+    def run_job(self, job: _Job) -> bool:
+        # The job records its own outcome on the native thread; the pool's
+        # result only tells gevent's hub (in the home thread) that it ended.
+        done = self._pool.spawn(job.run)
+        done.rawlink(lambda _: job.finish())
+        return False
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._pool.kill()
+
+
+def _submit_job(
+    run_job: Callable[[_Job], bool],
+    fn: Callable[..., _T],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+) -> Future[_T]:
+    future: Future[_T] = _HomeFuture()
+    job = _Job(lambda: fn(*args, **kwargs))
+    job.on_done = lambda done: done.settle(future)
+    future.add_done_callback(job.cancel_if)
+    if run_job(job):
+        job.settle(future)
+    return future
+
+
+# -- event loops for async_to_sync ----------------------------------------------
+
+
+def _native_selector_class() -> type[selectors.BaseSelector] | None:
+    for name in ("EpollSelector", "KqueueSelector"):
+        try:
+            cls: type[selectors.BaseSelector] = get_original("selectors", name)
+        except (AttributeError, ImportError):
+            continue
+        if not cls.__module__.startswith("gevent"):
+            return cls
+    return None
+
+
+class _GreenSelector(selectors.BaseSelector):
+    """A native selector whose blocking waits let other greenlets run.
+
+    Polls without blocking first; only when nothing is ready does it park
+    the greenlet until the native selector's own descriptor is readable, the
+    timeout passes, or :meth:`wake` is called.
+    """
+
+    def __init__(self, home: _Home, native: type[selectors.BaseSelector]) -> None:
+        self._home = home
+        self._native = native()
+        self._readable = home.hub.loop.io(self._native.fileno(), 1)
+        self._waiter: Waiter | None = None
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        ready = self._native.select(0)
+        if ready or (timeout is not None and timeout <= 0):
+            return ready
+        if _native_ident() != self._home.thread:
+            return self._native.select(timeout)
+        self._park(timeout)
+        return self._native.select(0)
+
+    def _park(self, timeout: float | None) -> None:
+        loop = self._home.hub.loop
+        waiter = self._waiter = Waiter(self._home.hub)
+        self._readable.start(waiter.switch, None)
+        timer = None if timeout is None else loop.timer(timeout)
+        if timer is not None:
+            timer.start(waiter.switch, None)
+        try:
+            waiter.get()
+        finally:
+            self._waiter = None
+            self._readable.stop()
+            if timer is not None:
+                timer.close()
+
+    def wake(self) -> None:
+        """End a :meth:`select` parked in this OS thread."""
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            self._home.hub.loop.run_callback(waiter.switch, None)
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._native.register(fileobj, events, data)
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._native.unregister(fileobj)
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._native.modify(fileobj, events, data)
+
+    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
+        return self._native.get_map()
+
+    def close(self) -> None:
+        self._readable.close()
+        self._native.close()
+
+
+class _GreenEventLoop(asyncio.SelectorEventLoop):
+    """An event loop for a greenlet: a :class:`_GreenSelector` and native self-pipe."""
+
+    def __init__(self, home: _Home, native: type[selectors.BaseSelector]) -> None:
+        self._green_selector = _GreenSelector(home, native)
+        super().__init__(self._green_selector)
+
+    def _make_self_pipe(self) -> None:
+        # gevent's sockets would put a hub round trip on every wake-up.
+        self._ssock, self._csock = _socket.socketpair()
+        self._ssock.setblocking(False)
+        self._csock.setblocking(False)
+        self._internal_fds += 1  # type: ignore[attr-defined]
+        self._add_reader(self._ssock.fileno(), self._read_from_self)  # type: ignore[attr-defined]
+
+    def wake_with(self, callback: Callable[..., Any], *args: Any) -> None:
+        """``call_soon_threadsafe`` for a caller on the loop's own OS thread."""
+        self.call_soon(callback, *args)
+        self._green_selector.wake()
+
+    def reusable(self) -> bool:
+        """Whether the last run left nothing behind that a later one could see.
+
+        Nothing scheduled or watched but the self-pipe, and no settings
+        changed. Reads asyncio's private state: anything unknown counts as
+        not reusable.
+        """
+        state = self.__dict__
+        scheduled = state.get("_scheduled")
+        if scheduled:
+            # Timers cancelled early (wait_for that finished in time) linger.
+            if not all(handle.cancelled() for handle in scheduled):
+                return False
+            scheduled.clear()
+            state["_timer_cancelled_count"] = 0
+        return (
+            not self.is_closed()
+            and not self.get_debug()
+            and not state.get("_ready", True)
+            and not state.get("_asyncgens", True)
+            and state.get("_asyncgens_shutdown_called", True) is False
+            and state.get("_default_executor", True) is None
+            and state.get("_exception_handler", True) is None
+            and state.get("_task_factory", True) is None
+            and not state.get("_signal_handlers", True)
+            and len(self._green_selector.get_map()) == 1
+        )
+
+
+# -- the hub ------------------------------------------------------------------
+
+
+class GeventHub(Hub):
+    """Workers are greenlets of a gevent-monkeypatched process.
+
+    Settings (also through :func:`configure`):
+
+    * ``real_threads`` (env ``ASGIGREEN_REAL_THREADS=1``): send all
+      ``sync_to_async`` work to native OS threads, as the threads hub does.
+    * ``max_greenlets`` (env ``ASGIGREEN_MAX_GREENLETS``): how many
+      non-thread-sensitive calls run at once; the rest wait in line.
+    * ``max_real_threads`` (env ``ASGIGREEN_MAX_REAL_THREADS``): native
+      threads for non-thread-sensitive calls sent to real threads.
+    """
+
+    name = "gevent"
+
+    def __init__(self) -> None:
+        self.real_threads = _env_flag("ASGIGREEN_REAL_THREADS")
+        self.max_greenlets = _env_int("ASGIGREEN_MAX_GREENLETS", _DEFAULT_MAX_GREENLETS)
+        self.max_real_threads = _env_int("ASGIGREEN_MAX_REAL_THREADS", _DEFAULT_MAX_REAL_THREADS)
+        self._native_selector = _native_selector_class()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._home = _Home()
+        self._pool = _Runners(self._home, limit=self.max_greenlets)
+        self._spawned = _Runners(self._home)
+        self._idle_loops: list[_GreenEventLoop] = []
+        self._real_pool: _RealThreadWorker | None = None
+        self._real_for_callers: weakref.WeakKeyDictionary[
+            CurrentThreadExecutor, _RealThreadWorker
+        ] = weakref.WeakKeyDictionary()
+
+    def activate(self) -> None:
+        _install_tracer()
+
+    def after_fork_in_child(self) -> None:
+        super().after_fork_in_child()
+        for loop in self._idle_loops:
+            loop.close()
+        self._reset()
+
+    # -- identity -------------------------------------------------------------
+
+    def worker_id(self) -> int:
+        return id(getcurrent())
+
+    def worker_local(self) -> Any:
+        return gevent.local.local()
+
+    def new_signal(self) -> _GreenSignal | _NativeSignal:
+        if _native_ident() == self._home.thread:
+            return _GreenSignal(self._home)
+        return _NativeSignal()
+
+    def new_lock(self) -> Any:
+        return _native_lock()
+
+    def new_future(self) -> Future[Any]:
+        return _HomeFuture()
+
+    # -- where sync work runs -------------------------------------------------
+
+    def serial_executor(self) -> Executor:
+        return _GreenletWorker(self._home)
+
+    def run_in_executor(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        executor: Executor | None,
+        func: Callable[[], _T],
+        real_thread: bool | None = None,
+    ) -> asyncio.Future[_T]:
+        if real_thread is None:
+            real_thread = self.real_threads
+        runner = self._runner(executor, real_thread)
+        future: asyncio.Future[_T] = loop.create_future()
+        if runner is not None:
+            job = _Job(func)
+            job.on_done = lambda done: self._deliver(loop, done.settle, future)
+            future.add_done_callback(job.cancel_if)
+            if runner(job):
+                job.settle(future)
+            return future
+        assert executor is not None
+        submitted = executor.submit(func)
+        submitted.add_done_callback(lambda done: self._deliver(loop, _copy_outcome, done, future))
+        future.add_done_callback(lambda f: submitted.cancel() if f.cancelled() else None)
+        return future
+
+    def _runner(
+        self, executor: Executor | None, real_thread: bool
+    ) -> Callable[[_Job], bool] | None:
+        """How to run a job for ``executor``; None for a foreign executor."""
+        if executor is None:
+            if real_thread:
+                return self._real_thread_pool().run_job
+            return self._pool.run_job
+        if isinstance(executor, _GreenletWorker):
+            if real_thread:
+                if executor.real_thread is None:
+                    executor.real_thread = _RealThreadWorker(self._home)
+                return executor.real_thread.run_job
+            return executor.run_job
+        if real_thread and isinstance(executor, CurrentThreadExecutor):
+            worker = self._real_for_callers.get(executor)
+            if worker is None:
+                worker = self._real_for_callers[executor] = _RealThreadWorker(self._home)
+            return worker.run_job
+        return None
+
+    def _real_thread_pool(self) -> _RealThreadWorker:
+        if self._real_pool is None:
+            self._real_pool = _RealThreadWorker(self._home, self.max_real_threads)
+        return self._real_pool
+
+    def _deliver(
+        self, loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any
+    ) -> None:
+        """Run ``callback(*args)`` on ``loop``, waking it, from any worker."""
+        if loop.is_closed():
+            return
+        if (
+            isinstance(loop, _GreenEventLoop)
+            and _native_ident() == self._home.thread
+            and not loop.get_debug()  # debug mode rejects call_soon from other greenlets
+        ):
+            loop.wake_with(callback, *args)
+        else:
+            loop.call_soon_threadsafe(callback, *args)
+
+    # -- how async code is run for a sync caller ------------------------------
+
+    def spawn(self, func: Callable[[], _T]) -> Future[_T]:
+        return _submit_job(self._spawned.run_job, func, (), {})
+
+    def run_on_new_loop(self, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        if self._native_selector is None or _native_ident() != self._home.thread:
+            run_on_fresh_loop(main)
+            return
+        # A new loop costs several times a whole short call: reuse clean ones.
+        idle = self._idle_loops
+        loop = idle.pop() if idle else _GreenEventLoop(self._home, self._native_selector)
+        reuse = False
+        try:
+            run_to_completion(loop, main)
+            reuse = loop.reusable()
+        finally:
+            if reuse and len(idle) < _MAX_IDLE_LOOPS:
+                idle.append(loop)
+            else:
+                loop.close()
+
+
+def _copy_outcome(source: Future[Any], target: asyncio.Future[Any]) -> None:
+    if target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+    elif source.exception() is not None:
+        target.set_exception(source.exception())  # type: ignore[arg-type]
+    else:
+        target.set_result(source.result())
+
+
+def configure(
+    *,
+    real_threads: bool | None = None,
+    max_greenlets: int | None = None,
+    max_real_threads: int | None = None,
+) -> GeventHub:
+    """Change the gevent hub's settings (see :class:`GeventHub`); returns the hub.
+
+    Selects the gevent hub if another was in use.
+    """
+    hub = get_asgigreen_hub()
+    if not isinstance(hub, GeventHub):
+        from . import use
+
+        use("gevent")
+        hub = get_asgigreen_hub()
+        assert isinstance(hub, GeventHub)
+    if real_threads is not None:
+        hub.real_threads = real_threads
+    if max_greenlets is not None:
+        if max_greenlets < 1:
+            raise ValueError("max_greenlets must be at least 1")
+        hub.max_greenlets = hub._pool.limit = max_greenlets
+    if max_real_threads is not None:
+        if max_real_threads < 1:
+            raise ValueError("max_real_threads must be at least 1")
+        hub.max_real_threads = max_real_threads
+    return hub
