@@ -16,9 +16,9 @@ call the worker makes raises :class:`ClientDisconnected`, so the response
 iterable is closed promptly.
 
 Known limit: while the application neither reads the request body nor
-finishes its response, at most ``_BODY_BUFFER_LIMIT`` bytes of body are read
-ahead; past that, ``receive()`` is not called, so a disconnect is noticed only
-when the body is read or the response ends.
+finishes its response, at most 64 KiB of body are read ahead; past that,
+``receive()`` is not called, so a disconnect is noticed only once the
+application reads the body or the response ends.
 """
 
 from __future__ import annotations
@@ -66,8 +66,6 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _UNSAFE_HEADER_VALUE = re.compile(r"[\r\n\0]")
 _STATUS_CODE = re.compile(r"[1-9][0-9][0-9]")
 
-_FINAL_BODY: _Message = {"type": "http.response.body"}
-
 
 class ClientDisconnected(OSError):
     """The client went away before the response was complete.
@@ -105,6 +103,11 @@ def _plain_response(status: int, text: str, close: bool = False) -> list[_Messag
         {"type": "http.response.start", "status": status, "headers": headers},
         {"type": "http.response.body", "body": text.encode("latin-1")},
     ]
+
+
+def _final_body() -> _Message:
+    # A fresh dict each time: servers and middleware may keep or alter messages.
+    return {"type": "http.response.body"}
 
 
 def _server_error() -> list[_Message]:
@@ -332,6 +335,8 @@ class WsgiToAsgiInstance:
         self._bytes_sent = 0
         self._response_done = False
         self._worker_done = False
+        # Sends messages from the worker; set when the worker starts.
+        self._deliver_sync: Callable[[list[_Message], bool], None]
 
         # Connection, on the loop.
         self._receive: _Receive | None = None
@@ -386,7 +391,11 @@ class WsgiToAsgiInstance:
         finally:
             reader.cancel()
             await asyncio.wait([reader])
-            # A worker still busy (we were cancelled twice) is not reused.
+            if not self._worker_done:
+                # We were cancelled while the application runs its own code:
+                # stop it at its next step, as if the client had left, and
+                # don't reuse a worker that is still busy.
+                self._end_connection()
             workers.release(executor, reusable=self._worker_done)
 
     def build_environ(self, scope: dict[str, Any], body: Any) -> dict[str, Any]:
@@ -488,10 +497,7 @@ class WsgiToAsgiInstance:
                 return
             kind = message.get("type")
             if kind == "http.disconnect":
-                self._disconnected = True
-                self._data_ready.set()
-                if self._in_flight is not None and not self._response_complete:
-                    self._in_flight.cancel()
+                self._end_connection()
                 return
             if kind != "http.request":
                 self._body_error = ValueError(f"Unexpected ASGI message {kind!r} for a request")
@@ -516,6 +522,14 @@ class WsgiToAsgiInstance:
             if remaining == 0 or not message.get("more_body", False):
                 self._body_complete = True
             self._data_ready.set()
+
+    def _end_connection(self) -> None:
+        """The client is gone: wake the worker, make its bridge calls fail."""
+        self._disconnected = True
+        if self._data_ready is not None:
+            self._data_ready.set()
+        if self._in_flight is not None and not self._response_complete:
+            self._in_flight.cancel()
 
     async def _next_body(self) -> bytes:
         """Hand the worker all buffered body data; ``b""`` at the end."""
@@ -595,11 +609,20 @@ class WsgiToAsgiInstance:
         # Answer outside the except block so the error keeps a clean traceback.
         if not self._headers_sent and not self._disconnected and not self._send_failed:
             self._headers_sent = True
-            if isinstance(failure, RequestBodyTooLarge):
+            # An oversized body is the client's fault, whatever the application
+            # turned the error into; only that error itself is fully handled.
+            too_large = isinstance(self._body_error, RequestBodyTooLarge)
+            if too_large:
                 limit = self.max_request_body_size
-                deliver(_plain_response(413, _too_large_text(limit), close=True), True)
+                answer = _plain_response(413, _too_large_text(limit), close=True)
+            else:
+                answer = _server_error()
+            try:
+                deliver(answer, True)
+            except Exception:
+                pass  # The client can't be told; the application's error matters more.
+            if too_large and failure is self._body_error:
                 return
-            deliver(_server_error(), True)
         raise failure
 
     def _stream_response(self, result: Iterable[bytes]) -> None:
@@ -612,7 +635,7 @@ class WsgiToAsgiInstance:
                 return
         if not self._response_done:
             self._response_done = True
-            self._deliver_sync([*self._start_message(), _FINAL_BODY], True)
+            self._deliver_sync([*self._start_message(), _final_body()], True)
 
     def start_response(
         self,
@@ -659,7 +682,7 @@ class WsgiToAsgiInstance:
         messages.append({"type": "http.response.body", "body": data, "more_body": True})
         self._bytes_sent += len(data)
         if last:
-            messages.append(_FINAL_BODY)
+            messages.append(_final_body())
             self._response_done = True
         self._deliver_sync(messages, last)
 
@@ -671,8 +694,6 @@ class WsgiToAsgiInstance:
             raise RuntimeError("The WSGI application sent a body before calling start_response")
         self._headers_sent = True
         return [{"type": "http.response.start", "status": self._status, "headers": self._headers}]
-
-    _deliver_sync: Callable[[list[_Message], bool], None]
 
 
 def _request_path(scope: dict[str, Any]) -> bytes:

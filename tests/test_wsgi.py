@@ -496,6 +496,25 @@ async def test_streamed_body_over_the_maximum_gets_413() -> None:
 
 
 @pytest.mark.asyncio
+async def test_streamed_body_over_the_maximum_gets_413_even_if_the_app_wraps_the_error() -> None:
+    class UnreadableBody(Exception):
+        pass
+
+    def app(environ: Environ, start_response: Any) -> list[bytes]:
+        try:
+            environ["wsgi.input"].read()
+        except OSError as exc:
+            raise UnreadableBody("could not read the body") from exc
+        return hello_app(environ, start_response)
+
+    application = WsgiToAsgi(app, max_request_body_size=10)
+    messages, error = await serve(application, make_scope(method="POST"), [b"x" * 8, b"x" * 8])
+    # The client hears it sent too much; the application's own error still surfaces.
+    assert isinstance(error, UnreadableBody)
+    assert status_of(messages) == 413
+
+
+@pytest.mark.asyncio
 async def test_disconnect_while_reading_the_body_stops_the_app() -> None:
     raised: list[BaseException] = []
 
@@ -581,7 +600,8 @@ async def test_disconnect_while_send_is_stuck_does_not_hang() -> None:
             await asyncio.Event().wait()  # a client that never reads
 
     application = WsgiToAsgi(responding_with(ticker))
-    running = asyncio.ensure_future(application(make_scope(), incoming.get, send))
+    asgi_app: Any = application  # plain dicts stand in for the ASGI TypedDicts
+    running = asyncio.ensure_future(asgi_app(make_scope(), incoming.get, send))
     await asyncio.wait_for(stuck.wait(), 2)
     disconnected_at = time.monotonic()
     incoming.put_nowait({"type": "http.disconnect"})
@@ -590,6 +610,35 @@ async def test_disconnect_while_send_is_stuck_does_not_hang() -> None:
     assert ticker.closed_at - disconnected_at < 1
     assert ticker.produced == 1
     assert application.idle_workers == 1
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("send_blocks", [False, True])
+async def test_cancelled_request_stops_the_application(send_blocks: bool) -> None:
+    # Whether the worker is in the application's code or waiting on send(),
+    # a server cancelling the request must not leave it running.
+    ticker = Ticker()
+    incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    incoming.put_nowait({"type": "http.request"})
+
+    async def send(message: dict[str, Any]) -> None:
+        if send_blocks and message["type"] == "http.response.body":
+            await asyncio.Event().wait()
+
+    asgi_app: Any = WsgiToAsgi(responding_with(ticker))
+    running = asyncio.ensure_future(asgi_app(make_scope(), incoming.get, send))
+    # Blocked on send() after the first chunk, or busy between chunks.
+    await eventually(lambda: ticker.produced >= (1 if send_blocks else 2))
+    cancelled_at = time.monotonic()
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(running, 2)
+    await eventually(lambda: ticker.closed_at is not None, timeout=1)
+    produced = ticker.produced
+    await asyncio.sleep(0.1)
+    assert ticker.produced == produced
+    assert ticker.closed_at is not None
+    assert ticker.closed_at - cancelled_at < 1
 
 
 @pytest.mark.asyncio
@@ -864,7 +913,7 @@ async def test_non_http_scopes_are_refused(kind: str) -> None:
 
 # -- under a real uvicorn server -----------------------------------------------------
 
-RECORDS: dict[str, Any] = {}
+RECORDS: dict[str, dict[str, Any]] = {}
 
 
 def _record(environ: Environ) -> dict[str, Any]:
@@ -1064,13 +1113,16 @@ def test_live_backpressure_then_disconnect(live: LiveServer) -> None:
     client.connect(("127.0.0.1", live.port))
     client.sendall(b"GET /big?t=%s HTTP/1.1\r\nHost: test\r\n\r\n" % token.encode())
     assert client.recv(4096).startswith(b"HTTP/1.1 200")
-    time.sleep(0.5)
     record = RECORDS[token]
-    produced = record["produced"]
-    time.sleep(0.3)
-    # The client reads nothing: production stalls far below the 400 chunks
-    # (25 MiB) the application could produce.
-    assert record["produced"] == produced
+    # The client reads nothing: production stalls (no change for 0.3 s) far
+    # below the 400 chunks (25 MiB) the application could produce.
+    deadline = time.monotonic() + 5
+    while True:
+        produced = record["produced"]
+        time.sleep(0.3)
+        if record["produced"] == produced:
+            break
+        assert time.monotonic() < deadline, "the application was drained without a reader"
     assert produced < 120
     idle_before = MAIN_APP.idle_workers
     closed_by_client = time.monotonic()
