@@ -44,6 +44,10 @@ _R = TypeVar("_R")
 
 _UNSET = object()
 
+# Choose the hub now: the gevent hub must track running loops from the
+# start, before any greenlet asks whether one is running.
+hubs.get_hub()
+
 
 def _restore_context(context: contextvars.Context) -> None:
     """Make the current context's variables match ``context``.

@@ -28,6 +28,7 @@ from typing import Any, Protocol, TypeVar
 __all__ = [
     "HUB_NAMES",
     "Hub",
+    "HubMismatchError",
     "Lock",
     "Signal",
     "get_hub",
@@ -171,6 +172,9 @@ class Hub(abc.ABC):
 
 
 _hub: Hub | None = None
+# True while the hub is the threads hub picked by detection: gevent patching
+# threading afterwards would leave it wrong, so get_hub() keeps checking.
+_watch_for_patching = False
 _lock = threading.Lock()
 
 
@@ -184,6 +188,21 @@ def _gevent_patched_threading() -> bool:
         return False
 
 
+class HubMismatchError(RuntimeError):
+    """gevent monkeypatched the process after asgigreen chose the threads hub."""
+
+
+_MISMATCH = (
+    "gevent monkeypatched threading after asgigreen had chosen the threads hub, so "
+    "sync_to_async/async_to_sync would run greenlets as if they were threads. Patch "
+    "first: call gevent.monkey.patch_all() (or asgigreen.patch_all()) before importing "
+    "asgigreen, Django, Flask or anything that imports asgiref; under gunicorn use "
+    "'-k gevent' without --preload, or patch at the top of the config file. To keep "
+    "the threads hub on purpose, call asgigreen.hubs.use('threads') or set "
+    "ASGIGREEN_HUB=threads."
+)
+
+
 def _create(name: str) -> Hub:
     if name == "threads":
         from .threads import ThreadsHub
@@ -194,29 +213,36 @@ def _create(name: str) -> Hub:
             from .gevent import GeventHub
         except ImportError as exc:
             raise RuntimeError(
-                "The gevent hub needs gevent and greenlet: "
-                "pip install 'asgigreen[gevent]'"
+                "The gevent hub needs gevent and greenlet: pip install 'asgigreen[gevent]'"
             ) from exc
         return GeventHub()
     raise ValueError(f"Unknown asgigreen hub {name!r}; choose one of {', '.join(HUB_NAMES)}")
 
 
-def _detect() -> str:
+def _detect() -> tuple[str, bool]:
+    """The hub to use, and whether it was picked by detection alone."""
     name = os.environ.get("ASGIGREEN_HUB", "").strip().lower()
     if name:
         if name not in HUB_NAMES:
             raise ValueError(
                 f"ASGIGREEN_HUB={name!r} is not a hub; choose one of {', '.join(HUB_NAMES)}"
             )
-        return name
-    return "gevent" if _gevent_patched_threading() else "threads"
+        return name, False
+    return ("gevent" if _gevent_patched_threading() else "threads"), True
 
 
 def get_hub() -> Hub:
-    """The process's hub, chosen on first call (see the module docstring)."""
+    """The process's hub, chosen on first call (see the module docstring).
+
+    Raises :class:`HubMismatchError` if gevent patched threading after the
+    threads hub was picked by detection.
+    """
     hub = _hub
     if hub is None:
-        hub = _install(_detect())
+        name, detected = _detect()
+        hub = _install(name, watch=detected and name == "threads")
+    if _watch_for_patching and _gevent_patched_threading():
+        raise HubMismatchError(_MISMATCH)
     return hub
 
 
@@ -226,18 +252,18 @@ def use(name: str) -> Hub:
     Call it at start-up, before any bridge runs: work already running stays
     on the hub it started on.
     """
-    return _install(name)
+    return _install(name, watch=False)
 
 
-def _install(name: str) -> Hub:
-    global _hub
+def _install(name: str, *, watch: bool) -> Hub:
+    global _hub, _watch_for_patching
     with _lock:
-        if _hub is not None and _hub.name == name:
-            return _hub
-        hub = _create(name)
-        hub.activate()
-        _hub = hub
-    return hub
+        if _hub is None or _hub.name != name:
+            hub = _create(name)
+            hub.activate()
+            _hub = hub
+        _watch_for_patching = watch
+        return _hub
 
 
 def worker_id() -> int:

@@ -540,6 +540,10 @@ class _GreenSelector(selectors.BaseSelector):
         self._readable.close()
         self._native.close()
 
+    def close_descriptor(self) -> None:
+        """Close the native selector's descriptor only (see ``abandon_after_fork``)."""
+        os.close(self._native.fileno())
+
 
 class _GreenEventLoop(asyncio.SelectorEventLoop):
     """An event loop for a greenlet: a :class:`_GreenSelector` and native self-pipe."""
@@ -560,6 +564,16 @@ class _GreenEventLoop(asyncio.SelectorEventLoop):
         """``call_soon_threadsafe`` for a caller on the loop's own OS thread."""
         self.call_soon(callback, *args)
         self._green_selector.wake()
+
+    def abandon_after_fork(self) -> None:
+        """Release this loop's descriptors in a forked child without closing it.
+
+        The epoll instance is shared with the parent: unregistering anything
+        through it, as ``close()`` does, would break the parent's copy.
+        """
+        for sock in (self._ssock, self._csock):
+            sock.close()
+        self._green_selector.close_descriptor()
 
     def reusable(self) -> bool:
         """Whether the last run left nothing behind that a later one could see.
@@ -631,7 +645,7 @@ class GeventHub(Hub):
     def after_fork_in_child(self) -> None:
         super().after_fork_in_child()
         for loop in self._idle_loops:
-            loop.close()
+            loop.abandon_after_fork()
         self._reset()
 
     # -- identity -------------------------------------------------------------
