@@ -96,8 +96,10 @@ class _Rejected(ValueError):
 def _plain_response(status: int, text: str, close: bool = False) -> list[_Message]:
     headers = [(b"content-type", b"text/plain")]
     if close:
-        # The body may be unread: don't make the server drain it to keep the
-        # connection alive.
+        # Where the request body ends is unclear: the connection can't be
+        # reused. (Elsewhere an unread body is left to the server to drain:
+        # closing a socket with unread data resets it, and the client may
+        # lose the answer.)
         headers.append((b"connection", b"close"))
     return [
         {"type": "http.response.start", "status": status, "headers": headers},
@@ -473,7 +475,7 @@ class WsgiToAsgiInstance:
             raise _Rejected(400, "Bad Request: invalid Content-Length", close=True)
         limit = self.max_request_body_size
         if limit is not None and int(length) > limit:
-            raise _Rejected(413, _too_large_text(limit), close=True)
+            raise _Rejected(413, _too_large_text(limit))
         return str(int(length))
 
     async def _read_request(self, content_length: int | None) -> None:
@@ -614,7 +616,7 @@ class WsgiToAsgiInstance:
             too_large = isinstance(self._body_error, RequestBodyTooLarge)
             if too_large:
                 limit = self.max_request_body_size
-                answer = _plain_response(413, _too_large_text(limit), close=True)
+                answer = _plain_response(413, _too_large_text(limit))
             else:
                 answer = _server_error()
             try:
