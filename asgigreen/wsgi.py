@@ -78,7 +78,7 @@ class ClientDisconnected(OSError):
 class RequestBodyTooLarge(OSError):
     """The request body is longer than ``max_request_body_size``.
 
-    Raised by ``wsgi.input`` reads; if the application lets it escape before
+    Raised by ``wsgi.input`` reads; if the application then fails before
     starting its response, the client gets a 413.
     """
 
@@ -96,10 +96,10 @@ class _Rejected(ValueError):
 def _plain_response(status: int, text: str, close: bool = False) -> list[_Message]:
     headers = [(b"content-type", b"text/plain")]
     if close:
-        # Where the request body ends is unclear: the connection can't be
-        # reused. (Elsewhere an unread body is left to the server to drain:
-        # closing a socket with unread data resets it, and the client may
-        # lose the answer.)
+        # The request body can't be delimited, so the connection can't carry
+        # another request. Other refusals leave an unread body for the server
+        # to drain: closing a socket with unread data resets it, and the
+        # client may never see the answer.
         headers.append((b"connection", b"close"))
     return [
         {"type": "http.response.start", "status": status, "headers": headers},
