@@ -384,7 +384,21 @@ class WsgiToAsgiInstance:
             self._body_complete = True
         self._data_ready = asyncio.Event()
         self._room = asyncio.Event()
-        reader = asyncio.ensure_future(self._read_request(None if length is None else int(length)))
+        heard_from_client = asyncio.Event()
+        reader = asyncio.ensure_future(
+            self._read_request(None if length is None else int(length), heard_from_client)
+        )
+        # Start the application once the first request message is in (as
+        # asgiref does, and it is usually the whole body), not before: an
+        # ASGI server only calls an application that has a request to serve.
+        heard = asyncio.ensure_future(heard_from_client.wait())
+        try:
+            await asyncio.wait([heard, reader], return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            reader.cancel()
+            raise
+        finally:
+            heard.cancel()
         workers = self._workers or _default_pool()
         executor = workers.acquire()
         try:
@@ -478,7 +492,7 @@ class WsgiToAsgiInstance:
             raise _Rejected(413, _too_large_text(limit))
         return str(int(length))
 
-    async def _read_request(self, content_length: int | None) -> None:
+    async def _read_request(self, content_length: int | None, heard: asyncio.Event) -> None:
         """Own ``receive()``: buffer body ahead of the worker, watch for disconnect.
 
         Body past Content-Length is dropped, as PEP 3333 allows.
@@ -497,6 +511,8 @@ class WsgiToAsgiInstance:
                 self._body_error = exc
                 self._data_ready.set()
                 return
+            finally:
+                heard.set()
             kind = message.get("type")
             if kind == "http.disconnect":
                 self._end_connection()
