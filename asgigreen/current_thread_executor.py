@@ -7,7 +7,6 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any, ParamSpec, TypeVar
 
-
 from . import hubs
 
 __all__ = ["CurrentThreadExecutor"]
@@ -74,9 +73,7 @@ class CurrentThreadExecutor(Executor):
             else:
                 self._signal.wait()
 
-    def submit(  # type: ignore[override]
-        self, fn: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs
-    ) -> Future[_R]:
+    def submit(self, fn: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_R]:
         if hubs.get_hub().worker_id() == self._owner:
             raise RuntimeError("You cannot submit onto CurrentThreadExecutor from its own thread")
         future: Future[_R] = hubs.get_hub().new_future()

@@ -80,7 +80,8 @@ else:
 
 
 def _is_async_callable(func: object) -> bool:
-    return iscoroutinefunction(func) or iscoroutinefunction(getattr(func, "__call__", func))
+    # An instance with an async __call__ is an async callable too.
+    return iscoroutinefunction(func) or iscoroutinefunction(getattr(func, "__call__", func))  # noqa: B004
 
 
 class AsyncSingleThreadContext:
@@ -244,7 +245,7 @@ class AsyncToSync(Generic[_P, _R]):
         self.force_new_loop = force_new_loop
 
     def __call__(self, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        __traceback_hide__ = True  # noqa: F841
+        __traceback_hide__ = True
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -319,7 +320,7 @@ class AsyncToSync(Generic[_P, _R]):
         awaitable: Coroutine[Any, Any, _R] | Awaitable[_R],
     ) -> None:
         """Await ``awaitable`` on the event loop and settle ``call_result``."""
-        __traceback_hide__ = True  # noqa: F841
+        __traceback_hide__ = True
         _restore_context(context[0])
         current_task = asyncio.current_task()
         if current_task is not None and task_context is not None:
@@ -425,7 +426,7 @@ class SyncToAsync(Generic[_P, _R]):
             pass
 
     async def __call__(self, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        __traceback_hide__ = True  # noqa: F841
+        __traceback_hide__ = True
         loop = asyncio.get_running_loop()
         executor = self._pick_executor(loop) if self._thread_sensitive else self._executor
         context = contextvars.copy_context() if self.context is None else self.context
@@ -468,7 +469,7 @@ class SyncToAsync(Generic[_P, _R]):
             self.deadlock_context.set(False)
 
     def _pick_executor(self, loop: asyncio.AbstractEventLoop) -> Executor:
-        caller = getattr(AsyncToSync.executors, "current", None)
+        caller: CurrentThreadExecutor | None = getattr(AsyncToSync.executors, "current", None)
         if caller is not None:
             return caller
         sensitive_context = self.thread_sensitive_context.get(None)
@@ -512,7 +513,7 @@ class SyncToAsync(Generic[_P, _R]):
         matches. APM agents wrap this method; ``args[0]`` is the call as a
         :func:`functools.partial`.
         """
-        __traceback_hide__ = True  # noqa: F841
+        __traceback_hide__ = True
         local = self.threadlocal
         local.main_event_loop = loop
         local.main_event_loop_pid = os.getpid()

@@ -46,7 +46,7 @@ class Lock(Protocol):
 
     def __enter__(self) -> bool: ...
 
-    def __exit__(self, *exc_info: object) -> None: ...
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any, /) -> Any: ...
 
 
 class Signal(Protocol):
@@ -163,7 +163,7 @@ class Hub(abc.ABC):
 
     # -- lifecycle ----------------------------------------------------------
 
-    def activate(self) -> None:
+    def activate(self) -> None:  # noqa: B027 (optional hook)
         """Called once when the hub becomes the process's hub."""
 
     def after_fork_in_child(self) -> None:

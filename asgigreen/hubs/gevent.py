@@ -47,7 +47,8 @@ from greenlet import getcurrent, greenlet, settrace
 
 from .._runner import run_on_fresh_loop, run_to_completion
 from ..current_thread_executor import CurrentThreadExecutor
-from . import Hub, get_hub as get_asgigreen_hub
+from . import Hub
+from . import get_hub as get_asgigreen_hub
 
 __all__ = ["GeventHub", "configure"]
 
@@ -186,15 +187,14 @@ class _Home:
         ``job.on_done`` when it ends.
         """
         caller = getcurrent()
+        resume_caller = caller.switch
         job.caller = caller
 
         def detach() -> None:
             # Runs only if gevent's hub got control: the job blocked.
             if job.caller is caller:
                 job.caller = None
-                if target.parent is caller:
-                    target.parent = self.hub
-                caller.switch(_DETACHED)
+                resume_caller(_DETACHED)
 
         callback = self.hub.loop.run_callback(detach)
         try:
@@ -268,7 +268,7 @@ class _HomeFuture(Future[Any]):
 
     def __init__(self) -> None:
         super().__init__()
-        self._condition = threading.Condition(_native_lock())  # type: ignore[misc]
+        self._condition = threading.Condition(_native_lock())
 
 
 def _wait(home: _Home, future: Future[Any]) -> None:
@@ -294,9 +294,7 @@ class _GreenletWorker(Executor):
         #: The native thread standing in for this worker for real-thread work.
         self.real_thread: _RealThreadWorker | None = None
 
-    def submit(  # type: ignore[override]
-        self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any
-    ) -> Future[_T]:
+    def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
         return _submit_job(self.run_job, fn, args, kwargs)
@@ -370,9 +368,7 @@ class _Runners(Executor):
         self._waiting: deque[_Job] = deque()
         self._idle: list[greenlet] = []
 
-    def submit(  # type: ignore[override]
-        self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any
-    ) -> Future[_T]:
+    def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
         return _submit_job(self.run_job, fn, args, kwargs)
 
     def run_job(self, job: _Job) -> bool:
@@ -434,9 +430,7 @@ class _RealThreadWorker(Executor):
         self._home = home
         self._pool = ThreadPool(threads, hub=home.hub)
 
-    def submit(  # type: ignore[override]
-        self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any
-    ) -> Future[_T]:
+    def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
         return _submit_job(self.run_job, fn, args, kwargs)
 
     def run_job(self, job: _Job) -> bool:
@@ -468,15 +462,13 @@ def _submit_job(
 # -- event loops for async_to_sync ----------------------------------------------
 
 
-def _native_selector_class() -> type[selectors.BaseSelector] | None:
-    for name in ("EpollSelector", "KqueueSelector"):
-        try:
-            cls: type[selectors.BaseSelector] = get_original("selectors", name)
-        except (AttributeError, ImportError):
-            continue
-        if not cls.__module__.startswith("gevent"):
-            return cls
-    return None
+def _native_selector_class() -> type[selectors.EpollSelector] | None:
+    """The unpatched epoll selector (Linux); None elsewhere."""
+    try:
+        cls: type[selectors.EpollSelector] = get_original("selectors", "EpollSelector")
+    except (AttributeError, ImportError):
+        return None
+    return None if cls.__module__.startswith("gevent") else cls
 
 
 class _GreenSelector(selectors.BaseSelector):
@@ -487,7 +479,7 @@ class _GreenSelector(selectors.BaseSelector):
     timeout passes, or :meth:`wake` is called.
     """
 
-    def __init__(self, home: _Home, native: type[selectors.BaseSelector]) -> None:
+    def __init__(self, home: _Home, native: type[selectors.EpollSelector]) -> None:
         self._home = home
         self._native = native()
         self._readable = home.hub.loop.io(self._native.fileno(), 1)
@@ -548,7 +540,7 @@ class _GreenSelector(selectors.BaseSelector):
 class _GreenEventLoop(asyncio.SelectorEventLoop):
     """An event loop for a greenlet: a :class:`_GreenSelector` and native self-pipe."""
 
-    def __init__(self, home: _Home, native: type[selectors.BaseSelector]) -> None:
+    def __init__(self, home: _Home, native: type[selectors.EpollSelector]) -> None:
         self._green_selector = _GreenSelector(home, native)
         super().__init__(self._green_selector)
 
