@@ -145,6 +145,7 @@ def test_installing_does_not_import_the_bridges_or_pick_a_hub() -> None:
 
         from asgiref.sync import async_to_sync
         from asgigreen import hubs
+        assert sys.modules["asgiref.sync"] is sys.modules["asgigreen.sync"]
         assert hubs.get_hub().name == "gevent", hubs.get_hub().name
 
         async def answer():
