@@ -728,6 +728,45 @@ async def test_threads_hub_accepts_real_thread_and_uses_a_thread_anyway() -> Non
     assert ident != threading.get_ident()
 
 
+@pytest.mark.threads_only
+@pytest.mark.asyncio
+async def test_threads_hub_thread_sensitive_contexts_each_get_an_os_thread() -> None:
+    idents: list[int] = []
+
+    def sleepy() -> None:
+        idents.append(threading.get_ident())
+        time.sleep(0.1)
+
+    async def request() -> None:
+        async with ThreadSensitiveContext():
+            await sync_to_async(sleepy)()
+
+    began = time.monotonic()
+    await asyncio.gather(*(request() for _ in range(20)))
+    elapsed = time.monotonic() - began
+    assert len(set(idents)) == 20
+    assert threading.get_ident() not in idents
+    assert elapsed < 1.0
+
+
+@pytest.mark.threads_only
+def test_threads_hub_many_threads_in_async_to_sync_at_once() -> None:
+    results: list[int] = []
+
+    def caller(n: int) -> None:
+        results.append(async_to_sync(asyncio.sleep)(0.1, n))
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(50)]
+    began = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    elapsed = time.monotonic() - began
+    assert sorted(results) == list(range(50))
+    assert elapsed < 1.0
+
+
 @pytest.mark.gevent_only
 @pytest.mark.asyncio
 async def test_gevent_hub_runs_sync_work_on_greenlets_of_this_os_thread() -> None:
