@@ -20,9 +20,12 @@ pytestmark = pytest.mark.timeout(120)
 TESTS_DIR = Path(__file__).resolve().parent
 CHILD_TIMEOUT = 60
 
+# First thing in every child: note any file of the real asgiref being opened
+# (see djangoproject.checks), then patch if the mode asks for it.
+WATCH = "from djangoproject.checks import watch_real_asgiref\nwatch_real_asgiref()\n"
 PRELUDES = {
-    "plain": "",
-    "gevent": "from gevent import monkey\nmonkey.patch_all()\n",
+    "plain": WATCH,
+    "gevent": WATCH + "from gevent import monkey\nmonkey.patch_all()\n",
 }
 HUB_OF_MODE = {"plain": "threads", "gevent": "gevent"}
 
@@ -218,6 +221,11 @@ def test_real_asgiref_imported_first_is_refused_with_the_module_names() -> None:
         assert sys.meta_path == meta_path
         assert all(sys.modules[n] is real[n] for n in real if n.startswith("asgiref"))
         assert "asgigreen" not in sys.modules["asgiref.sync"].__file__
+
+        # The watch every child starts with (djangoproject.checks) saw it too.
+        from djangoproject.checks import alias_state
+        opened = alias_state()["real_asgiref_opened"]
+        assert any(path.endswith(".py") or path.endswith(".pyc") for path in opened), opened
         print("OK")
         """
     )

@@ -39,9 +39,12 @@ CHILD_TIMEOUT = 120
 SERVER_START_TIMEOUT = 60
 HTTP_TIMEOUT = 30
 
+# First thing in every child: note any file of the real asgiref being opened
+# (see djangoproject.checks), then patch if the mode asks for it.
+WATCH = "from djangoproject.checks import watch_real_asgiref\nwatch_real_asgiref()\n"
 PRELUDES = {
-    "plain": "",
-    "gevent": "from gevent import monkey\nmonkey.patch_all()\n",
+    "plain": WATCH,
+    "gevent": WATCH + "from gevent import monkey\nmonkey.patch_all()\n",
 }
 HUB_OF_MODE = {"plain": "threads", "gevent": "gevent"}
 
@@ -345,6 +348,7 @@ def test_django_asgi_app_under_uvicorn(mode: str, tmp_path: Path) -> None:
         assert state["sync_is_ours"] and state["package_is_alias"], state
         assert state["asgiref_version"] == "3.13.0", state
         assert state["real_asgiref_loaded"] == [] and state["mismatched"] == [], state
+        assert state["real_asgiref_opened"] == [], state
         assert state["hub"] == HUB_OF_MODE[mode], state
     assert len(rows(tmp_path)) == 10
     output = log.read_text(errors="replace")
@@ -459,6 +463,7 @@ def test_flask_async_views_under_a_real_wsgi_server(mode: str, server: str, tmp_
         assert state["max_inflight"] > 1, state
         assert state["sync_is_ours"] and state["package_is_alias"], state
         assert state["real_asgiref_loaded"] == [] and state["mismatched"] == [], state
+        assert state["real_asgiref_opened"] == [], state
         assert state["hub"] == HUB_OF_MODE[mode], state
     output = log.read_text(errors="replace")
     assert "Traceback" not in output, output

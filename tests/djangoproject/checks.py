@@ -19,6 +19,29 @@ def real_asgiref_dir() -> str | None:
     return os.path.realpath(next(iter(spec.submodule_search_locations)))
 
 
+_opened_real_files: list[str] = []
+
+
+def watch_real_asgiref() -> None:
+    """Record every file opened inside the real asgiref package from now on.
+
+    An audit hook sees the loader open a module's source or bytecode, so an
+    import of real asgiref by any route shows up in :func:`alias_state`.
+    """
+    real_dir = real_asgiref_dir()
+    if real_dir is None:
+        return
+    prefix = real_dir + os.sep
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+            path = os.fsdecode(args[0])
+            if "asgiref" in path and os.path.realpath(path).startswith(prefix):
+                _opened_real_files.append(path)
+
+    sys.addaudithook(hook)
+
+
 def alias_state() -> dict[str, Any]:
     """Whether ``asgiref`` in this process is asgigreen, and nothing else."""
     from asgigreen import hubs
@@ -43,6 +66,7 @@ def alias_state() -> dict[str, Any]:
         "asgiref_modules": asgiref_modules,
         "mismatched": mismatched,
         "real_asgiref_loaded": real_files,
+        "real_asgiref_opened": list(_opened_real_files),
         "sync_is_ours": "asgiref.sync" in sys.modules
         and sys.modules["asgiref.sync"] is sys.modules.get("asgigreen.sync"),
         "package_is_alias": getattr(package, "__asgigreen_alias__", False) is True,
@@ -59,4 +83,5 @@ def assert_aliased(hub: str) -> None:
     assert state["asgiref_version"] == "3.13.0", state
     assert not state["mismatched"], state
     assert not state["real_asgiref_loaded"], state
+    assert not state["real_asgiref_opened"], state
     assert state["hub"] == hub, state
