@@ -468,3 +468,137 @@ def test_thread_critical_local_storage_goes_away_with_its_greenlet() -> None:
         gc.collect()
     report("thread-critical Local value after its greenlet ended", freed=refs[0]() is None)
     assert refs[0]() is None
+
+
+# -- known bugs (xfail strict: remove the mark once fixed) ------------------------------
+
+
+@pytest.mark.asyncio
+async def test_gevent_threadpool_executor_runs_calls_on_native_threads() -> None:
+    # gevent's own ThreadPoolExecutor, which asyncio.wrap_future rejects, works
+    # as executor= for non-thread-sensitive calls.
+    import gevent.threadpool
+    from gevent.monkey import get_original
+
+    native_ident: Callable[[], int] = get_original("threading", "get_ident")
+    executor = gevent.threadpool.ThreadPoolExecutor(2)
+    try:
+        ran_on = await asyncio.wait_for(
+            sync_to_async(native_ident, thread_sensitive=False, executor=executor)(), 5
+        )
+    finally:
+        executor.shutdown()
+    assert ran_on != native_ident()
+
+
+class Boom(Exception):
+    pass
+
+
+def raise_boom() -> None:
+    raise Boom("from gevent's pool")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=asyncio.TimeoutError,
+    reason="gevent hub bug: _copy_outcome (asgigreen/hubs/gevent.py) calls source.exception(), "
+    "which on gevent.threadpool's _FutureProxy re-raises the exception instead of returning "
+    "it; the asyncio future is never settled and the caller waits forever",
+)
+@pytest.mark.asyncio
+async def test_gevent_threadpool_executor_passes_exceptions_back() -> None:
+    import gevent.threadpool
+
+    executor = gevent.threadpool.ThreadPoolExecutor(2)
+    try:
+        with pytest.raises(Boom, match="from gevent's pool"):
+            await asyncio.wait_for(
+                sync_to_async(raise_boom, thread_sensitive=False, executor=executor)(), 2
+            )
+    finally:
+        executor.shutdown()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="gevent hub bug: when gevent.Timeout (or kill) interrupts an async_to_sync caller "
+    "parked in CurrentThreadExecutor.run_until_future (asgigreen/sync.py AsyncToSync.__call__), "
+    "its executor is never marked done, so a later thread-sensitive sync_to_async call of "
+    "the abandoned coroutine is queued where nobody runs or refuses it: the coroutine, its "
+    "event loop and greenlet stay stuck forever",
+)
+@pytest.mark.parametrize("interruption", ["timeout", "kill"])
+def test_an_interrupted_async_to_sync_caller_does_not_strand_its_coroutine(
+    interruption: str,
+) -> None:
+    import gevent
+
+    events: list[str] = []
+
+    async def coroutine() -> None:
+        try:
+            await asyncio.sleep(0.1)  # the caller gives up meanwhile
+            await sync_to_async(events.append)("thread-sensitive call ran")
+        except BaseException as exc:
+            events.append(f"coroutine ended by {type(exc).__name__}")
+            raise
+        finally:
+            events.append("coroutine finished")
+
+    def caller() -> None:
+        if interruption == "timeout":
+            with gevent.Timeout(0.02):
+                async_to_sync(coroutine)()
+        else:
+            async_to_sync(coroutine)()
+
+    greenlet_ = gevent.spawn(caller)
+    gevent.sleep(0.02)
+    if interruption == "kill":
+        greenlet_.kill(timeout=2)
+    greenlet_.join(2)
+    assert greenlet_.dead
+    # However it ends (refused call, cancellation, or the call running),
+    # the abandoned coroutine must end.
+    deadline = time.perf_counter() + 1
+    while "coroutine finished" not in events and time.perf_counter() < deadline:
+        gevent.sleep(0.01)
+    report(f"coroutine abandoned by its caller ({interruption})", events=events)
+    assert "coroutine finished" in events
+
+
+def _native_thread_count() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads via /proc")
+@pytest.mark.xfail(
+    strict=True,
+    reason="gevent hub bug: GeventHub._runner (asgigreen/hubs/gevent.py) makes a new "
+    "_RealThreadWorker (a gevent ThreadPool with one native thread) per async_to_sync "
+    "caller for real-thread thread-sensitive calls and keeps it in the weak "
+    "_real_for_callers map; nothing ever stops its thread, so every such async_to_sync call "
+    "leaves one native OS thread behind (also with configure(real_threads=True))",
+)
+def test_real_threads_standing_in_for_sync_callers_are_released() -> None:
+    import gevent
+
+    async def coroutine() -> int:
+        return await sync_to_async(_native_thread_count, real_thread=True)()
+
+    async_to_sync(coroutine)()  # warm up whatever is process-wide
+    gc.collect()
+    gevent.sleep(0.05)
+    before = _native_thread_count()
+    for _ in range(20):
+        async_to_sync(coroutine)()
+    gc.collect()
+    gevent.sleep(0.2)
+    after = _native_thread_count()
+    report(
+        "native threads after 20 async_to_sync calls with a real-thread call",
+        before=before,
+        after=after,
+    )
+    assert after - before <= 2

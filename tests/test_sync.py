@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import gc
 import sys
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -305,7 +307,68 @@ async def test_executor_given_for_non_thread_sensitive_calls_is_used() -> None:
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mine") as executor:
         pool_worker = executor.submit(worker_id).result(5)
         ran_on = await sync_to_async(worker_id, thread_sensitive=False, executor=executor)()
+        with pytest.raises(Boom, match="on the given executor"):
+            await asyncio.wait_for(
+                sync_to_async(raise_boom, thread_sensitive=False, executor=executor)(
+                    "on the given executor"
+                ),
+                5,
+            )
     assert ran_on == pool_worker
+
+
+def raise_boom(message: str) -> None:
+    raise Boom(message)
+
+
+# -- memory -------------------------------------------------------------------
+
+
+class Payload:
+    pass
+
+
+def settle_and_collect() -> None:
+    """Let pending gevent callbacks run (if patched), then collect garbage."""
+    if hubs.get_hub().name == "gevent":
+        import gevent
+
+        gevent.sleep(0)
+        gevent.sleep(0)
+    for _ in range(3):
+        gc.collect()
+
+
+@pytest.mark.xfail(
+    hubs.get_hub().name == "gevent",
+    strict=True,
+    reason="gevent hub bug: a parked worker greenlet keeps its last finished _Job (the call's "
+    "arguments, context and result) alive: the loop variable `job` in _Runners._serve and "
+    "_GreenletWorker._serve (asgigreen/hubs/gevent.py) still refers to it while the greenlet "
+    "parks for reuse",
+)
+@pytest.mark.asyncio
+@pytest.mark.parametrize("thread_sensitive", [True, False])
+async def test_a_finished_call_does_not_keep_its_argument_and_result_alive(
+    thread_sensitive: bool,
+) -> None:
+    refs: list[weakref.ref[Payload]] = []
+
+    def make() -> Payload:
+        payload = Payload()
+        refs.append(weakref.ref(payload))
+        return payload
+
+    def transform(argument: Payload) -> Payload:
+        return make()
+
+    result = await sync_to_async(transform, thread_sensitive=thread_sensitive)(make())
+    assert isinstance(result, Payload)
+    del result
+    # asyncio keeps the awaited future (and so the result) until this step ends.
+    await asyncio.sleep(0)
+    settle_and_collect()
+    assert [ref() for ref in refs] == [None, None]
 
 
 # -- cancellation ---------------------------------------------------------------
@@ -821,6 +884,35 @@ async def test_gevent_hub_configure_real_threads_applies_hub_wide() -> None:
     assert hub is hubs.get_hub()
     assert home not in (sensitive, other)
     assert opted_out == home
+
+
+@pytest.mark.gevent_only
+@pytest.mark.asyncio
+async def test_gevent_hub_async_to_sync_from_a_real_thread_comes_back_to_it() -> None:
+    # Sync code on a native thread calls async_to_sync: the coroutine runs on
+    # the outer loop here, and its thread-sensitive calls go back to that
+    # native thread, which is parked waiting for it.
+    from gevent.monkey import get_original
+
+    native_ident: Callable[[], int] = get_original("threading", "get_ident")
+    home = native_ident()
+
+    async def inner() -> tuple[int, int, int]:
+        await asyncio.sleep(0.001)
+        return (
+            native_ident(),
+            await sync_to_async(native_ident)(),
+            await sync_to_async(native_ident, thread_sensitive=False)(),
+        )
+
+    def on_real_thread() -> tuple[int, tuple[int, int, int]]:
+        return native_ident(), async_to_sync(inner)()
+
+    real, (loop_thread, sensitive, other) = await sync_to_async(on_real_thread, real_thread=True)()
+    assert real != home
+    assert loop_thread == home
+    assert sensitive == real
+    assert other == home
 
 
 @pytest.mark.gevent_only
