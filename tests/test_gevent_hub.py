@@ -514,7 +514,7 @@ async def test_gevent_threadpool_executor_passes_exceptions_back() -> None:
     try:
         with pytest.raises(Boom, match="from gevent's pool"):
             await asyncio.wait_for(
-                sync_to_async(raise_boom, thread_sensitive=False, executor=executor)(), 2
+                sync_to_async(raise_boom, thread_sensitive=False, executor=executor)(), 1
             )
     finally:
         executor.shutdown()

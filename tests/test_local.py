@@ -179,6 +179,20 @@ async def test_default_local_crosses_into_sync_code_and_changes_come_back(
     assert local.added == "new"
 
 
+@pytest.mark.asyncio
+async def test_default_local_deletion_in_sync_code_comes_back() -> None:
+    local = Local()
+    local.value = "doomed"
+    local.kept = "kept"
+
+    def delete() -> None:
+        del local.value
+
+    await sync_to_async(delete)()
+    assert read(local) == "<unset>"
+    assert local.kept == "kept"
+
+
 def test_default_local_crosses_into_async_code_and_changes_come_back() -> None:
     def body() -> tuple[Any, Any]:
         local = Local()

@@ -549,6 +549,22 @@ def test_deep_nesting_keeps_thread_sensitive_work_on_the_outermost_sync_caller()
     assert loop_worker != worker_id()
 
 
+def test_work_scheduled_without_the_callers_context_still_finds_the_sync_caller() -> None:
+    # A task created from a callback that runs in an empty context has lost
+    # the caller's executor; the loop it runs on still leads back to it.
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        created: asyncio.Future[asyncio.Task[int]] = loop.create_future()
+
+        def start() -> None:
+            created.set_result(asyncio.ensure_future(sync_to_async(worker_id)()))
+
+        loop.call_soon(start, context=contextvars.Context())
+        return await (await created)
+
+    assert async_to_sync(main)() == worker_id()
+
+
 def test_non_thread_sensitive_calls_do_not_go_to_the_sync_caller() -> None:
     async def main() -> int:
         return await sync_to_async(worker_id, thread_sensitive=False)()
