@@ -365,7 +365,26 @@ def _schedule(loop: asyncio.AbstractEventLoop, awaitable: Coroutine[Any, Any, No
     return True
 
 
-class SyncToAsync(Generic[_P, _R]):
+class _SyncToAsyncType(type):
+    """Gives :class:`SyncToAsync` its ``single_thread_executor`` class attribute."""
+
+    _chosen_single_thread_executor: Executor | None = None
+
+    @property
+    def single_thread_executor(cls) -> Executor:
+        """The process-wide worker for thread-sensitive work (asgiref's name).
+
+        The hub's own unless one was assigned; assigning an executor (it must
+        run one call at a time on one worker) replaces it for later calls.
+        """
+        return cls._chosen_single_thread_executor or hubs.get_hub().process_serial_executor()
+
+    @single_thread_executor.setter
+    def single_thread_executor(cls, executor: Executor | None) -> None:
+        cls._chosen_single_thread_executor = executor
+
+
+class SyncToAsync(Generic[_P, _R], metaclass=_SyncToAsyncType):
     """Call a sync function from async code without blocking the event loop.
 
     With ``thread_sensitive=True`` (the default) every such call runs on one
@@ -490,7 +509,7 @@ class SyncToAsync(Generic[_P, _R]):
         if self.deadlock_context.get(False):
             raise RuntimeError("Single thread executor already being used, would deadlock")
         self.deadlock_context.set(True)
-        return hubs.get_hub().process_serial_executor()
+        return SyncToAsync.single_thread_executor
 
     def __get__(self, parent: Any, objtype: Any) -> Callable[_P, Coroutine[Any, Any, _R]]:
         """Bind as a method when used as a decorator in a class body."""

@@ -318,15 +318,6 @@ def test_missing_submodule_is_a_clear_import_error() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "asgigreen.sync.SyncToAsync has no single_thread_executor class attribute: code "
-        "written for asgiref that reads it (SyncToAsync.single_thread_executor._threads) "
-        "fails, and code that assigns it (a wider pool in asgi.py) is silently ignored, "
-        "since _pick_executor always uses hubs.get_hub().process_serial_executor()"
-    ),
-)
 def test_single_thread_executor_is_there_and_replaceable() -> None:
     run_child(
         """
