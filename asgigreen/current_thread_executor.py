@@ -61,17 +61,35 @@ class CurrentThreadExecutor(Executor):
             self._signal.set()
 
         future.add_done_callback(stop)
-        while True:
-            with self._lock:
-                item = self._queue.popleft() if self._queue else None
-                finished = item is None and self._done
-            if item is not None:
-                _run_into(*item)
-                del item
-            elif finished:
-                return
-            else:
-                self._signal.wait()
+        try:
+            while True:
+                with self._lock:
+                    item = self._queue.popleft() if self._queue else None
+                    finished = item is None and self._done
+                if item is not None:
+                    _run_into(*item)
+                    del item
+                elif finished:
+                    return
+                else:
+                    self._signal.wait()
+        except BaseException:
+            # The caller was interrupted (a gevent Timeout, a kill, Ctrl-C):
+            # nobody will run queued or later work here, so refuse it rather
+            # than leave the async side waiting forever.
+            self._quit()
+            raise
+
+    def _quit(self) -> None:
+        with self._lock:
+            self._done = True
+            abandoned = list(self._queue)
+            self._queue.clear()
+        for future, _ in abandoned:
+            if future.set_running_or_notify_cancel():
+                future.set_exception(
+                    RuntimeError("The sync caller waiting in async_to_sync was interrupted")
+                )
 
     def submit(self, fn: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_R]:
         if hubs.get_hub().worker_id() == self._owner:

@@ -470,7 +470,7 @@ def test_thread_critical_local_storage_goes_away_with_its_greenlet() -> None:
     assert refs[0]() is None
 
 
-# -- known bugs (xfail strict: remove the mark once fixed) ------------------------------
+# -- regressions: bugs found and fixed ---------------------------------------------------
 
 
 @pytest.mark.asyncio
@@ -499,13 +499,6 @@ def raise_boom() -> None:
     raise Boom("from gevent's pool")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=asyncio.TimeoutError,
-    reason="gevent hub bug: _copy_outcome (asgigreen/hubs/gevent.py) calls source.exception(), "
-    "which on gevent.threadpool's _FutureProxy re-raises the exception instead of returning "
-    "it; the asyncio future is never settled and the caller waits forever",
-)
 @pytest.mark.asyncio
 async def test_gevent_threadpool_executor_passes_exceptions_back() -> None:
     import gevent.threadpool
@@ -520,14 +513,6 @@ async def test_gevent_threadpool_executor_passes_exceptions_back() -> None:
         executor.shutdown()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gevent hub bug: when gevent.Timeout (or kill) interrupts an async_to_sync caller "
-    "parked in CurrentThreadExecutor.run_until_future (asgigreen/sync.py AsyncToSync.__call__), "
-    "its executor is never marked done, so a later thread-sensitive sync_to_async call of "
-    "the abandoned coroutine is queued where nobody runs or refuses it: the coroutine, its "
-    "event loop and greenlet stay stuck forever",
-)
 @pytest.mark.parametrize("interruption", ["timeout", "kill"])
 def test_an_interrupted_async_to_sync_caller_does_not_strand_its_coroutine(
     interruption: str,
@@ -573,14 +558,6 @@ def _native_thread_count() -> int:
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads via /proc")
-@pytest.mark.xfail(
-    strict=True,
-    reason="gevent hub bug: GeventHub._runner (asgigreen/hubs/gevent.py) makes a new "
-    "_RealThreadWorker (a gevent ThreadPool with one native thread) per async_to_sync "
-    "caller for real-thread thread-sensitive calls and keeps it in the weak "
-    "_real_for_callers map; nothing ever stops its thread, so every such async_to_sync call "
-    "leaves one native OS thread behind (also with configure(real_threads=True))",
-)
 def test_real_threads_standing_in_for_sync_callers_are_released() -> None:
     import gevent
 

@@ -339,14 +339,6 @@ def settle_and_collect() -> None:
         gc.collect()
 
 
-@pytest.mark.xfail(
-    hubs.get_hub().name == "gevent",
-    strict=True,
-    reason="gevent hub bug: a parked worker greenlet keeps its last finished _Job (the call's "
-    "arguments, context and result) alive: the loop variable `job` in _Runners._serve and "
-    "_GreenletWorker._serve (asgigreen/hubs/gevent.py) still refers to it while the greenlet "
-    "parks for reuse",
-)
 @pytest.mark.asyncio
 @pytest.mark.parametrize("thread_sensitive", [True, False])
 async def test_a_finished_call_does_not_keep_its_argument_and_result_alive(

@@ -33,7 +33,6 @@ import contextvars
 import os
 import selectors
 import threading
-import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Executor, Future
@@ -334,6 +333,7 @@ class _GreenletWorker(Executor):
             # The caller is parked in a direct switch: give it control back
             # and park here, with a wake-up queued if work remains.
             job.caller = None
+            del job  # a parked worker must not keep the call's data alive
             self._idle = True
             if self._jobs or self._shutdown:
                 self._home.call_soon(self._wake)
@@ -419,7 +419,9 @@ class _Runners(Executor):
                     me.parent = caller  # ending hands control to the parked caller
                 return
             self._idle.append(me)
-            # Park; whoever hands over the next job switches back in with it.
+            # Park (holding no finished job: its data must be freed); whoever
+            # hands over the next job switches back in with it.
+            del job
             job = caller.switch() if caller is not None else hub.switch()
 
 
@@ -627,9 +629,6 @@ class GeventHub(Hub):
         self._spawned = _Runners(self._home)
         self._idle_loops: list[_GreenEventLoop] = []
         self._real_pool: _RealThreadWorker | None = None
-        self._real_for_callers: weakref.WeakKeyDictionary[
-            CurrentThreadExecutor, _RealThreadWorker
-        ] = weakref.WeakKeyDictionary()
 
     def activate(self) -> None:
         _install_tracer()
@@ -703,10 +702,11 @@ class GeventHub(Hub):
                 return executor.real_thread.run_job
             return executor.run_job
         if real_thread and isinstance(executor, CurrentThreadExecutor):
-            worker = self._real_for_callers.get(executor)
-            if worker is None:
-                worker = self._real_for_callers[executor] = _RealThreadWorker(self._home)
-            return worker.run_job
+            if isinstance(executor._signal, _NativeSignal):
+                return None  # the blocked caller is a native thread already
+            # A greenlet caller can't become a thread: one native thread, the
+            # process-wide worker's, stands in for all of them.
+            return self._runner(self.process_serial_executor(), real_thread)
         return None
 
     def _real_thread_pool(self) -> _RealThreadWorker:
@@ -757,10 +757,15 @@ def _copy_outcome(source: Future[Any], target: asyncio.Future[Any]) -> None:
         return
     if source.cancelled():
         target.cancel()
-    elif source.exception() is not None:
-        target.set_exception(source.exception())  # type: ignore[arg-type]
+        return
+    # result() rather than exception(): gevent's thread pool futures raise
+    # from exception() instead of returning the error.
+    try:
+        result = source.result()
+    except BaseException as exc:
+        target.set_exception(exc)
     else:
-        target.set_result(source.result())
+        target.set_result(result)
 
 
 def configure(
