@@ -345,6 +345,15 @@ class AsyncToSync(Generic[_P, _R]):
             context[0] = contextvars.copy_context()
 
 
+def _call_with_context_restored(context: contextvars.Context, child: Callable[[], _R]) -> _R:
+    _restore_context(context)
+    # Calling the partial's function directly keeps one C frame off the
+    # stack that a parked greenlet worker must save (memory per call).
+    if type(child) is functools.partial:
+        return child.func(*child.args, **child.keywords)  # type: ignore[no-any-return]
+    return child()
+
+
 def _outer_event_loop() -> asyncio.AbstractEventLoop | None:
     """The loop of the ``sync_to_async`` call we are inside, if still usable."""
     local = SyncToAsync.threadlocal
@@ -452,16 +461,14 @@ class SyncToAsync(Generic[_P, _R], metaclass=_SyncToAsyncType):
         child = functools.partial(self.func, *args, **kwargs)
 
         def in_context(child: Callable[[], _R]) -> _R:
-            def run() -> _R:
-                _restore_context(context)
-                return child()
-
-            return context.run(run)
+            return context.run(_call_with_context_restored, context, child)
 
         task_context: list[asyncio.Task[Any]] = []
-        work = functools.partial(
-            self.thread_handler, loop, sys.exc_info(), task_context, in_context, child
-        )
+        exc_info = sys.exc_info()
+
+        def work() -> _R:
+            return self.thread_handler(loop, exc_info, task_context, in_context, child)
+
         pending = hubs.get_hub().run_in_executor(loop, executor, work, self._real_thread)
         try:
             return await asyncio.shield(pending)

@@ -403,7 +403,11 @@ class _Runners(Executor):
         me = getcurrent()
         hub = self._home.hub
         while True:
-            contextvars.Context().run(job.run)
+            # Each job starts in an empty context, as on a new thread; set
+            # here rather than via Context.run() to keep a C frame off the
+            # stack a parked runner must save.
+            me.gr_context = contextvars.Context()
+            job.run()
             caller = job.caller
             job.finish()
             self._busy -= 1
