@@ -58,8 +58,10 @@ _native_lock: Callable[[], Any] = get_original("_thread", "allocate_lock")
 _get_running_loop = asyncio.events._get_running_loop
 _set_running_loop = asyncio.events._set_running_loop
 
-# Greenlets allowed to run non-thread-sensitive calls at once; more wait in line.
-_DEFAULT_MAX_GREENLETS = 10_000
+# Greenlets allowed to run non-thread-sensitive calls at once; more wait in
+# line. Each running call holds a greenlet (about 10 KB while parked), so the
+# bound caps memory the way a thread pool's size does.
+_DEFAULT_MAX_GREENLETS = 1000
 # Native threads for non-thread-sensitive calls sent to real threads.
 _DEFAULT_MAX_REAL_THREADS = 20
 # Clean event loops kept for later async_to_sync calls.
@@ -266,8 +268,14 @@ class _HomeFuture(Future[Any]):
     """
 
     def __init__(self) -> None:
-        super().__init__()
+        # The fields Future.__init__ sets, without building the cooperative
+        # Condition it would make only for us to replace.
         self._condition = threading.Condition(_native_lock())
+        self._state = "PENDING"
+        self._result = None
+        self._exception = None
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Callable[[Future[Any]], object]] = []
 
 
 def _wait(home: _Home, future: Future[Any]) -> None:
