@@ -15,6 +15,9 @@ import pytest
 
 from asgigreen import hubs
 
+# PostgreSQL and Redis servers for the gevent-worker tests.
+from services import postgres, redis_server  # noqa: F401
+
 # -- hub mode markers -----------------------------------------------------------
 
 # Marker name -> the hub a test carrying it needs.
