@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
+import weakref
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -41,6 +43,118 @@ class _ThreadSignal:
             self._condition.notify()
 
 
+class _SerialThread(Executor):
+    """One OS thread running calls one at a time, in order.
+
+    Like ``ThreadPoolExecutor(max_workers=1)``, but a call made for an event
+    loop hands its outcome straight to the loop instead of going through a
+    ``concurrent.futures.Future`` chained to an asyncio one.
+    """
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._shutdown = False
+        # ThreadPoolExecutor's name for its threads; some tools inspect it.
+        self._threads: set[threading.Thread] = set()
+
+    def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
+        future: Future[_T] = Future()
+
+        def call() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+        self._put(call)
+        return future
+
+    def run_for_loop(
+        self, loop: asyncio.AbstractEventLoop, func: Callable[[], _T]
+    ) -> asyncio.Future[_T]:
+        """Run ``func`` here; its outcome settles the returned future on ``loop``."""
+        outcome: asyncio.Future[_T] = loop.create_future()
+
+        def call() -> None:
+            if outcome.cancelled():
+                return
+            try:
+                result = func()
+            except BaseException as exc:
+                _settle_soon(loop, outcome.set_exception, outcome, exc)
+            else:
+                _settle_soon(loop, outcome.set_result, outcome, result)
+
+        self._put(call)
+        return outcome
+
+    def _put(self, call: Callable[[], None]) -> None:
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            if not self._threads:
+                thread = threading.Thread(target=self._work, name="asgigreen-sensitive")
+                thread.start()
+                self._threads.add(thread)
+                _running.add(self)
+        self._calls.put(call)
+
+    def _work(self) -> None:
+        while True:
+            call = self._calls.get()
+            if call is None:
+                return
+            call()
+            del call
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            already = self._shutdown
+            self._shutdown = True
+        if not already:
+            self._calls.put(None)
+        if wait:
+            for thread in list(self._threads):
+                if thread is not threading.current_thread():
+                    thread.join()
+
+
+# Like ThreadPoolExecutor's workers, serial threads are not daemons: a call
+# in progress at interpreter exit finishes. Idle ones are told to stop first.
+_running: weakref.WeakSet[_SerialThread] = weakref.WeakSet()
+
+
+def _stop_idle_threads_at_exit() -> None:
+    for executor in list(_running):
+        executor._calls.put(None)
+
+
+_register_atexit = getattr(threading, "_register_atexit", None)
+if _register_atexit is not None:
+    _register_atexit(_stop_idle_threads_at_exit)
+
+
+def _settle_soon(
+    loop: asyncio.AbstractEventLoop,
+    setter: Callable[[Any], None],
+    outcome: asyncio.Future[Any],
+    value: Any,
+) -> None:
+    def settle() -> None:
+        if not outcome.done():
+            setter(value)
+
+    try:
+        loop.call_soon_threadsafe(settle)
+    except RuntimeError:
+        pass  # the loop closed: nobody is waiting any more
+
+
 class ThreadsHub(Hub):
     """Workers are OS threads.
 
@@ -66,7 +180,7 @@ class ThreadsHub(Hub):
         return _ThreadSignal()
 
     def serial_executor(self) -> Executor:
-        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="asgigreen-sensitive")
+        return _SerialThread()
 
     def run_in_executor(
         self,
@@ -75,7 +189,9 @@ class ThreadsHub(Hub):
         func: Callable[[], _T],
         real_thread: bool | None = None,
     ) -> asyncio.Future[_T]:
-        # Every worker here is a real thread already.
+        # Every worker here is a real thread already: real_thread changes nothing.
+        if isinstance(executor, _SerialThread):
+            return executor.run_for_loop(loop, func)
         return loop.run_in_executor(executor, func)
 
     def spawn(self, func: Callable[[], _T]) -> Future[_T]:
