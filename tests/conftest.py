@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from asgigreen import hubs
-
 # PostgreSQL and Redis servers for the gevent-worker tests.
 from services import postgres, redis_server  # noqa: F401
+
+from asgigreen import hubs
 
 # -- hub mode markers -----------------------------------------------------------
 

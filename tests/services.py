@@ -132,7 +132,9 @@ def wait_until(check: Any, what: str, service: Service | None = None, timeout: f
     last: BaseException | None = None
     while time.monotonic() < deadline:
         if service is not None and not service.alive():
-            pytest.fail(f"{what}: the process exited ({service.proc.returncode})\n{service.output()}")
+            pytest.fail(
+                f"{what}: the process exited ({service.proc.returncode})\n{service.output()}"
+            )
         try:
             if check():
                 return
@@ -257,7 +259,9 @@ def _postgres_bindir() -> Path | None:
         return Path(os.path.realpath(found)).parent
     versions = sorted(
         glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
-        key=lambda p: int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0,
+        key=lambda p: (
+            int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0
+        ),
     )
     return Path(versions[-1]).parent if versions else None
 
@@ -288,7 +292,12 @@ class Postgres:
 
     def env(self, dbname: str) -> dict[str, str]:
         """Variables the worker project's settings read."""
-        return {"PGHOST": self.host, "PGPORT": str(self.port), "PGUSER": self.user, "PGDATABASE": dbname}
+        return {
+            "PGHOST": self.host,
+            "PGPORT": str(self.port),
+            "PGUSER": self.user,
+            "PGDATABASE": dbname,
+        }
 
 
 @contextlib.contextmanager
@@ -351,9 +360,7 @@ def run_postgres() -> Iterator[Postgres]:
         yield Postgres(port=port)
     finally:
         if started:
-            subprocess.run(
-                [*pg_ctl, "-m", "immediate", "stop"], capture_output=True, timeout=60
-            )
+            subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True, timeout=60)
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -379,7 +386,9 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Redis server for the session; yields its URL."""
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip("redis-server not found: install Debian's 'redis-server' package (.ci/run does)")
+        pytest.skip(
+            "redis-server not found: install Debian's 'redis-server' package (.ci/run does)"
+        )
     base = tmp_path_factory.mktemp("redis")
     port = free_port()
     argv = [

@@ -29,11 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from services import (
     ROOT,
     TESTS_DIR,
-    Figures,
     Postgres,
     Service,
     bin_path,
@@ -118,6 +116,9 @@ def gunicorn(
     """
     sock = listening_socket()
     port = sock.getsockname()[1]
+    if _gunicorn_has("control_socket_disable"):
+        # Newer gunicorns open a control socket in $HOME: not wanted here.
+        extra = ("--no-control-socket", *extra)
     argv = [
         bin_path("gunicorn"),
         "--worker-class", worker_class,
@@ -131,15 +132,19 @@ def gunicorn(
         app,
     ]  # fmt: skip
     try:
-        service = Service(argv, tmp_path / "gunicorn.log", env=env, cwd=TESTS_DIR, pass_fds=[sock.fileno()])
+        service = Service(
+            argv, tmp_path / "gunicorn.log", env=env, cwd=TESTS_DIR, pass_fds=[sock.fileno()]
+        )
     finally:
         sock.close()
     with service:
         yield port, service
 
 
-def state_path(app: str) -> str:
-    return "/state/" if app.startswith("workerproject.wsgi") else "/state"
+def _gunicorn_has(setting: str) -> bool:
+    from gunicorn.config import KNOWN_SETTINGS
+
+    return any(known.name == setting for known in KNOWN_SETTINGS)
 
 
 def wait_for_app(port: int, service: Service, path: str) -> Any:
@@ -241,9 +246,7 @@ def test_celery_gevent_pool_orm_and_async_to_sync(
     celery_app = pytest.importorskip("celery").Celery
     db_number = 1 if variant == "asgigreen" else 2
     broker = f"{redis_server}/{db_number}"
-    env = variant_env(
-        variant, CELERY_BROKER_URL=broker, CELERY_RESULT_BACKEND=broker, **database
-    )
+    env = variant_env(variant, CELERY_BROKER_URL=broker, CELERY_RESULT_BACKEND=broker, **database)
     argv = [
         sys.executable, "-m", "celery", "-A", "workerproject.tasks", "worker",
         "-P", "gevent", "-c", "200", "--loglevel", "WARNING",
@@ -255,9 +258,7 @@ def test_celery_gevent_pool_orm_and_async_to_sync(
     try:
         with Service(argv, tmp_path / "celery.log", env=env, cwd=TESTS_DIR) as service:
             # The worker answers a ping once it consumes.
-            wait_until(
-                lambda: bool(client.control.ping(timeout=1.0)), "celery worker", service, 90
-            )
+            wait_until(lambda: bool(client.control.ping(timeout=1.0)), "celery worker", service, 90)
             began = time.monotonic()
             pending = [
                 client.send_task("workerproject.orm_and_async", args=[i]) for i in range(200)
@@ -558,6 +559,9 @@ def test_examples_run_with_one_command(example: str, tmp_path: Path) -> None:
         home = http_json(port, "/")
         assert home["asgiref_is_asgigreen"] is True and home["hub"] == "gevent", home
         figures = drive(port, 50, lambda i: [f"/hello?n={i}", "/"])
+        if example == "django_gevent":
+            # The ORM on a native thread via asgigreen.run_in_real_thread.
+            assert len(http_json(port, "/report")["top"]) == 5
     report(figures.line(f"example {example}, 50 clients x 2"))
     assert figures.failed == 0, (figures.line("failed"), figures.samples)
     assert "Traceback" not in service.output(), service.output()

@@ -12,11 +12,11 @@ if not control():
 
     asgigreen.patch_all()
 
-import asyncio  # noqa: E402
-import sys  # noqa: E402
-from typing import Any  # noqa: E402
+import asyncio
+import sys
+from typing import Any
 
-from flask import Flask, jsonify, request  # noqa: E402
+from flask import Flask, jsonify, request
 
 app = Flask(__name__)
 

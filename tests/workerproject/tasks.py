@@ -14,12 +14,12 @@ if not control():
 
     asgigreen.patch_all()
 
-import asyncio  # noqa: E402
-import os  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
+import asyncio
+import os
+import time
+from typing import Any
 
-from celery import Celery  # noqa: E402
+from celery import Celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "workerproject.settings")
 
@@ -47,7 +47,6 @@ def orm_and_async(n: int) -> dict[str, Any]:
     """ORM, then async_to_sync, then ORM again; failures come back by name."""
     from asgiref.sync import async_to_sync
     from django.db import connection
-
     from djangoproject.notes.models import Note
 
     began = time.time()

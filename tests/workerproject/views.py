@@ -19,8 +19,8 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
-
 from djangoproject.notes.models import Note
+
 from workerproject import control
 
 View = Callable[[HttpRequest], dict[str, Any]]
