@@ -148,13 +148,14 @@ def _missing(local: object, key: str) -> AttributeError:
     return AttributeError(f"{local!r} object has no attribute {key!r}")
 
 
-class _DefaultLocal(Local):  # type: ignore[misc]
-    """``Local(thread_critical=False)``: context-variable storage."""
+class _ContextNamespace:
+    """Attributes kept in a context variable (see :class:`_ContextStorage`).
 
-    # No lock: stored dicts are never mutated (every change makes a new
-    # one) and a context can be entered by one thread at a time only.
+    No lock: stored dicts are never mutated (every change makes a new one)
+    and a context can be entered by one thread at a time only.
+    """
 
-    def __init__(self, thread_critical: bool = False) -> None:
+    def __init__(self) -> None:
         _set(self, "_storage", _ContextStorage())
 
     def __getattr__(self, key: str) -> Any:
@@ -173,6 +174,13 @@ class _DefaultLocal(Local):  # type: ignore[misc]
             self._storage.delete(key)
         except KeyError:
             raise _missing(self, key) from None
+
+
+class _DefaultLocal(_ContextNamespace, Local):  # type: ignore[misc]
+    """``Local(thread_critical=False)``: context-variable storage."""
+
+    def __init__(self, thread_critical: bool = False) -> None:
+        _ContextNamespace.__init__(self)
 
 
 class _ThreadCriticalLocal(Local):  # type: ignore[misc]
@@ -191,7 +199,7 @@ class _ThreadCriticalLocal(Local):  # type: ignore[misc]
         try:
             return per_worker.async_storage
         except AttributeError:
-            per_worker.async_storage = _AsyncNamespace()
+            per_worker.async_storage = _ContextNamespace()
             return per_worker.async_storage
 
     def __getattr__(self, key: str) -> Any:
@@ -206,27 +214,3 @@ class _ThreadCriticalLocal(Local):  # type: ignore[misc]
 
     def __delattr__(self, key: str) -> None:
         delattr(self._namespace(), key)
-
-
-class _AsyncNamespace:
-    """Context-variable scoped attributes, for thread-critical Locals in async code."""
-
-    __slots__ = ("_storage",)
-
-    def __init__(self) -> None:
-        _set(self, "_storage", _ContextStorage())
-
-    def __getattr__(self, key: str) -> Any:
-        try:
-            return self._storage.get(key)
-        except KeyError:
-            raise _missing(self, key) from None
-
-    def __setattr__(self, key: str, value: Any) -> None:
-        self._storage.set(key, value)
-
-    def __delattr__(self, key: str) -> None:
-        try:
-            self._storage.delete(key)
-        except KeyError:
-            raise _missing(self, key) from None
