@@ -39,9 +39,11 @@ if TYPE_CHECKING:
     from _typeshed import OptExcInfo
     from _typeshed.wsgi import WSGIApplication
 
+    from .asgi_to_wsgi import AsgiToWsgi as AsgiToWsgi
     from .typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
 __all__ = [
+    "AsgiToWsgi",
     "ClientDisconnected",
     "FileWrapper",
     "RequestBodyTooLarge",
@@ -784,3 +786,13 @@ async def _acknowledge_lifespan(receive: ASGIReceiveCallable, send: ASGISendCall
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+def __getattr__(name: str) -> Any:
+    # The other direction, AsgiToWsgi, lives in its own module, which needs
+    # ClientDisconnected from this one: it is imported when first asked for.
+    if name == "AsgiToWsgi":
+        from .asgi_to_wsgi import AsgiToWsgi
+
+        return AsgiToWsgi
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

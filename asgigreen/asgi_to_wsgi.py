@@ -1,0 +1,813 @@
+"""Serve an ASGI application from a WSGI server: :class:`AsgiToWsgi`.
+
+New async code (a Starlette app, Django's ASGI handler) can then ship inside
+an existing WSGI deployment, such as ``gunicorn -k gevent``, unchanged.
+
+How a request runs
+------------------
+
+Each process has **one event loop** for all ASGI applications wrapped here,
+started on the first request in a worker of its own: a greenlet on the
+gevent hub (the hub's cooperative event loop, so waiting for I/O lets the
+other greenlets run), a daemon thread on the threads hub. Every request's
+ASGI coroutine runs as a task on that loop, so a gevent worker serves many
+requests at once with no OS thread per request, and what the application's
+``lifespan`` startup creates (connection pools, clients bound to a loop)
+serves every request, as it would under an ASGI server.
+
+The WSGI server's worker for the request (its greenlet or thread) stays
+with it until the application is done and moves the data:
+
+* **request body**: read from ``wsgi.input`` only when the application
+  calls ``receive()`` and only as much as one message holds
+  (``body_chunk_size``), so an upload is never held in memory whole;
+* **response**: ``http.response.start`` becomes ``start_response``, and the
+  body messages come out of the returned iterable as the application sends
+  them. ``send()`` of a body message waits while ``response_buffer`` chunks
+  are already waiting for the server (backpressure: a slow client slows
+  the application down instead of filling memory);
+* **disconnect**: WSGI servers notice a departed client only when a write
+  fails; they then close the iterable. That (or any close before the end)
+  makes a pending ``receive()`` return ``http.disconnect`` and later
+  ``send()`` calls raise :class:`~asgigreen.wsgi.ClientDisconnected`. The
+  application gets ``disconnect_grace`` seconds to finish, then its task is
+  cancelled. Once the response is complete ``receive()`` also answers
+  ``http.disconnect``, as ASGI servers do.
+
+The two sides meet through a mailbox: the loop side appends messages and
+sets the hub's :class:`~asgigreen.hubs.Signal` the WSGI worker parks on;
+the WSGI side hands data back with ``loop.call_soon_threadsafe``.
+
+Errors raised by the application before it starts the response are
+re-raised from the WSGI call, so the WSGI server (and error-reporting
+middleware around this one) see them and answer 500; errors after that are
+raised from the iterable, and the server drops the connection.
+
+Lifespan
+--------
+
+WSGI has no startup or shutdown hooks, so ``lifespan`` runs **once per
+process**: startup just before the first request is served (or when
+:meth:`AsgiToWsgi.startup` is called, e.g. from gunicorn's
+``post_worker_init`` hook), shutdown when :meth:`AsgiToWsgi.shutdown` is
+called (gunicorn's ``worker_exit`` hook) or else at interpreter exit through
+:mod:`atexit`. A worker killed outright (``SIGKILL``, gunicorn's timeout
+kill) runs no shutdown. ``lifespan="auto"`` (the default) carries on when
+the application does not support the protocol, ``"on"`` makes a failed
+startup fail every request with the reason, ``"off"`` skips it. A forked
+child (gunicorn without ``--preload`` forks before any request) starts its
+own loop and its own lifespan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import os
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote
+
+from . import hubs
+from .compatibility import guarantee_single_callable
+from .wsgi import ClientDisconnected
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+__all__ = ["AsgiToWsgi", "LifespanFailed"]
+
+logger = logging.getLogger(__name__)
+
+_Message = dict[str, Any]
+_BODY_CHUNK_SIZE = 64 * 1024
+_SAFE_PATH_CHARS = "/:@!$&'()*+,;=-._~"
+# PEP 3333: an application must not send these; the WSGI server owns them.
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+_TOKEN_CHARS = frozenset(
+    b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+_ASGI_VERSIONS = {"version": "3.0", "spec_version": "2.4"}
+
+
+class LifespanFailed(RuntimeError):
+    """The application's lifespan startup failed (with ``lifespan="on"``)."""
+
+
+def _status_line(status: int) -> str:
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Unknown"
+    return f"{status} {phrase}"
+
+
+def _wsgi_headers(headers: Any) -> list[tuple[str, str]]:
+    """ASGI response headers as WSGI ones; malformed ones raise ``ValueError``."""
+    converted: list[tuple[str, str]] = []
+    for name, value in headers:
+        name = bytes(name)
+        value = bytes(value)
+        if not name or not _TOKEN_CHARS.issuperset(name):
+            raise ValueError(f"Malformed response header name {name!r}")
+        if b"\r" in value or b"\n" in value or b"\0" in value:
+            raise ValueError(f"Response header {name!r} has CR, LF or NUL in {value!r}")
+        if name.lower() in _HOP_BY_HOP:
+            continue  # the WSGI server decides the framing and the connection
+        converted.append((name.decode("latin-1"), value.decode("latin-1")))
+    return converted
+
+
+def _park(future: Future[Any]) -> None:
+    """Wait for ``future`` on this worker without blocking the others."""
+    if future.done():
+        return
+    signal = hubs.get_hub().new_signal()
+    future.add_done_callback(lambda _: signal.set())
+    signal.wait()
+
+
+# -- the process's event loop ---------------------------------------------------
+
+
+class _ProcessLoop:
+    """The event loop all wrapped applications of this process run on."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.ready: Future[asyncio.AbstractEventLoop] = hubs.get_hub().new_future()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        thread = threading.Thread(target=self._run, name="asgigreen-asgi-to-wsgi", daemon=True)
+        thread.start()
+
+    def _run(self) -> None:
+        try:
+            hubs.get_hub().run_on_new_loop(self._main)
+        except BaseException as exc:
+            if not self.ready.done():
+                self.ready.set_exception(exc)
+            raise
+
+    async def _main(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.loop = loop
+        forever: asyncio.Future[None] = loop.create_future()
+        self.ready.set_result(loop)
+        await forever
+
+
+_process_loop: _ProcessLoop | None = None
+_process_loop_lock = threading.Lock()
+
+
+def _get_loop() -> asyncio.AbstractEventLoop:
+    """This process's loop, started on first use (and again after a fork)."""
+    global _process_loop
+    runner = _process_loop
+    if runner is None or runner.pid != os.getpid():
+        with _process_loop_lock:
+            runner = _process_loop
+            if runner is None or runner.pid != os.getpid():
+                runner = _process_loop = _ProcessLoop()
+    if runner.loop is None:
+        _park(runner.ready)
+        return runner.ready.result()
+    return runner.loop
+
+
+def _reset_after_fork() -> None:
+    global _process_loop_lock
+    _process_loop_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+# -- lifespan -------------------------------------------------------------------
+
+
+class _Lifespan:
+    """The lifespan protocol for one application in one process (on the loop)."""
+
+    def __init__(self, application: Any, mode: str, startup_timeout: float) -> None:
+        self.application = application
+        self.mode = mode
+        self.startup_timeout = startup_timeout
+        self.state: dict[str, Any] = {}
+        self.supported = False
+        self.failure: str | None = None
+        self._incoming: asyncio.Queue[_Message] | None = None
+        self._answers: asyncio.Queue[_Message] | None = None
+        self._task: asyncio.Task[None] | None = None
+        #: The task running startup (kept so it is not garbage-collected).
+        self.starting: asyncio.Future[None] | None = None
+
+    async def startup(self) -> None:
+        self._incoming = asyncio.Queue()
+        self._answers = asyncio.Queue()
+        scope = {"type": "lifespan", "asgi": dict(_ASGI_VERSIONS), "state": self.state}
+        self._task = asyncio.ensure_future(self._run(scope))
+        answer = await self._exchange({"type": "lifespan.startup"}, self.startup_timeout)
+        kind = answer.get("type")
+        if kind == "lifespan.startup.complete":
+            self.supported = True
+        elif kind == "lifespan.startup.failed":
+            self.failure = f"lifespan startup failed: {answer.get('message', '')}"
+        elif kind == "unsupported":
+            if self.mode == "on":
+                self.failure = f"lifespan is not supported by the application: {answer['error']}"
+            else:
+                logger.info("ASGI 'lifespan' protocol appears unsupported: %s", answer["error"])
+        else:
+            self.failure = f"lifespan startup answered {kind!r}"
+        if self.failure is not None:
+            logger.error("%s", self.failure)
+
+    async def shutdown(self, timeout: float) -> None:
+        if not self.supported:
+            return
+        self.supported = False
+        answer = await self._exchange({"type": "lifespan.shutdown"}, timeout)
+        if answer.get("type") == "lifespan.shutdown.failed":
+            logger.error("lifespan shutdown failed: %s", answer.get("message", ""))
+        elif answer.get("type") != "lifespan.shutdown.complete":
+            logger.error("lifespan shutdown did not complete: %s", answer)
+
+    async def _exchange(self, message: _Message, timeout: float) -> _Message:
+        assert self._incoming is not None and self._answers is not None and self._task
+        await self._incoming.put(message)
+        answer = asyncio.ensure_future(self._answers.get())
+        try:
+            await asyncio.wait(
+                {answer, self._task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            if not answer.done():
+                answer.cancel()
+        if answer.done() and not answer.cancelled():
+            return answer.result()
+        if self._task.done():
+            return {"type": "unsupported", "error": "the application returned or raised"}
+        return {"type": "timeout", "error": f"no answer within {timeout:g} s"}
+
+    async def _run(self, scope: dict[str, Any]) -> None:
+        assert self._incoming is not None and self._answers is not None
+        answers = self._answers
+
+        async def send(message: _Message) -> None:
+            await answers.put(message)
+
+        try:
+            await self.application(scope, self._incoming.get, send)
+        except Exception as exc:
+            if self.supported:
+                logger.exception("Exception in the ASGI lifespan task")
+            else:
+                await answers.put({"type": "unsupported", "error": repr(exc)})
+
+
+# -- one request ------------------------------------------------------------------
+
+
+class _Exchange:
+    """One request: the ASGI task on the loop and the WSGI side on the server's worker.
+
+    The loop side owns the ``_loop_*`` state; the mailbox, its counters and
+    ``_room`` are guarded by ``_lock``, since on the threads hub both sides
+    run at once.
+    """
+
+    def __init__(
+        self,
+        owner: AsgiToWsgi,
+        environ: WSGIEnvironment,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        hub = hubs.get_hub()
+        self._owner = owner
+        self._loop = loop
+        self._signal = hub.new_signal()
+        self._lock = hub.new_lock()
+        self._mailbox: deque[tuple[Any, ...]] = deque()
+        self._queued_chunks = 0
+        self._room: asyncio.Future[None] | None = None
+
+        # The request body, read on the WSGI side.
+        self._input = environ["wsgi.input"]
+        length = environ.get("CONTENT_LENGTH", "")
+        self._remaining: int | None
+        if length:
+            try:
+                self._remaining = max(0, int(length))
+            except ValueError:
+                self._remaining = 0
+        elif environ.get("wsgi.input_terminated"):
+            self._remaining = None  # read until the server reports the end
+        else:
+            self._remaining = 0  # PEP 3333: no length, no body
+
+        # WSGI side.
+        self._final_chunk_seen = False
+        self._ended = False
+        self._abandoned = False
+
+        # Loop side.
+        self._task: asyncio.Task[None] | None = None
+        self._loop_disconnected = False
+        self._loop_started = False
+        self._loop_complete = False
+        # "empty": no body, not yet reported; "reading"; "done".
+        self._loop_body = "empty" if self._remaining == 0 else "reading"
+        self._body_wanted: asyncio.Future[tuple[bytes, bool] | None] | None = None
+        self._receive_lock: asyncio.Lock | None = None
+        self._finished: asyncio.Future[None] | None = None
+
+    # -- loop side ------------------------------------------------------------
+
+    def begin(self, scope: dict[str, Any]) -> None:
+        """Start the application's task (a loop callback)."""
+        self._receive_lock = asyncio.Lock()
+        self._finished = self._loop.create_future()
+        self._task = self._loop.create_task(self._run(scope))
+
+    async def _run(self, scope: dict[str, Any]) -> None:
+        error: BaseException | None = None
+        try:
+            await self._owner.application(scope, self.receive, self.send)
+        except asyncio.CancelledError as exc:
+            error = exc
+            raise
+        except BaseException as exc:
+            # KeyboardInterrupt or SystemExit too: raised on the WSGI side,
+            # they must not stop the loop every request shares.
+            error = exc
+        finally:
+            self._post(("end", error))
+            self._close_loop_side()
+
+    def _post(self, item: tuple[Any, ...], chunk: bool = False, wait: bool = False) -> Any:
+        room = None
+        with self._lock:
+            self._mailbox.append(item)
+            if chunk:
+                self._queued_chunks += 1
+                if wait and self._queued_chunks >= self._owner.response_buffer:
+                    room = self._room = self._loop.create_future()
+        self._signal.set()
+        return room
+
+    async def receive(self) -> _Message:
+        """ASGI ``receive()``: body chunks read on demand, then ``http.disconnect``."""
+        assert self._receive_lock is not None and self._finished is not None
+        async with self._receive_lock:
+            if not (self._loop_disconnected or self._loop_complete):
+                if self._loop_body == "empty":
+                    self._loop_body = "done"
+                    return {"type": "http.request", "body": b"", "more_body": False}
+                if self._loop_body == "reading":
+                    wanted = self._body_wanted = self._loop.create_future()
+                    self._post(("read",))
+                    try:
+                        got = await wanted
+                    finally:
+                        self._body_wanted = None
+                    if got is not None:
+                        data, more = got
+                        if not more:
+                            self._loop_body = "done"
+                        return {"type": "http.request", "body": data, "more_body": more}
+                # The body was all read: wait for the response to end or the client to leave.
+                await asyncio.shield(self._finished)
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: _Message) -> None:
+        """ASGI ``send()``: hand response messages to the WSGI side."""
+        if self._loop_disconnected:
+            raise ClientDisconnected("The client disconnected")
+        kind = message["type"]
+        if kind == "http.response.start":
+            if self._loop_started:
+                raise RuntimeError("http.response.start sent twice")
+            status = int(message["status"])
+            headers = _wsgi_headers(message.get("headers", ()))
+            self._loop_started = True
+            self._post(("start", _status_line(status), headers))
+        elif kind == "http.response.body":
+            if not self._loop_started:
+                raise RuntimeError("http.response.body sent before http.response.start")
+            if self._loop_complete:
+                raise RuntimeError("http.response.body sent after the response was complete")
+            data = bytes(message.get("body", b""))
+            more = bool(message.get("more_body", False))
+            if not more:
+                self._loop_complete = True
+                self._post(("body", data, False), chunk=True)
+                self._close_loop_side()
+                return
+            if not data:
+                return
+            room = self._post(("body", data, True), chunk=True, wait=True)
+            if room is not None:
+                await room
+        elif kind == "http.response.trailers":
+            pass  # WSGI cannot send trailers
+        else:
+            raise RuntimeError(f"Unexpected ASGI message type {kind!r} for an HTTP response")
+
+    def _close_loop_side(self) -> None:
+        """The response is complete or the client left: release receive() waiters."""
+        finished = self._finished
+        if finished is not None and not finished.done():
+            finished.set_result(None)
+
+    def body_arrived(self, data: bytes, more: bool) -> None:
+        """A loop callback: the WSGI side read a piece of the body."""
+        wanted = self._body_wanted
+        if wanted is not None and not wanted.done():
+            wanted.set_result((data, more))
+
+    def room_made(self, room: asyncio.Future[None]) -> None:
+        """A loop callback: the WSGI side took queued chunks."""
+        if not room.done():
+            room.set_result(None)
+
+    def disconnected(self) -> None:
+        """A loop callback: the client is gone (or the server stopped iterating)."""
+        if self._loop_disconnected:
+            return
+        self._loop_disconnected = True
+        wanted = self._body_wanted
+        if wanted is not None and not wanted.done():
+            wanted.set_result(None)
+        with self._lock:
+            room, self._room = self._room, None
+        if room is not None and not room.done():
+            room.set_exception(ClientDisconnected("The client disconnected"))
+        self._close_loop_side()
+        task = self._task
+        if task is not None and not task.done():
+            self._loop.call_later(self._owner.disconnect_grace, task.cancel)
+
+    # -- WSGI side ------------------------------------------------------------
+
+    def _to_loop(self, callback: Callable[..., Any], *args: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:
+            pass  # the loop is closed: the process is going away
+
+    def _next_item(self) -> tuple[Any, ...]:
+        """The next message from the loop side; parks this worker until there is one.
+
+        If the wait is interrupted (a gevent ``Timeout``, a kill), the
+        application is cancelled and the exception propagates.
+        """
+        try:
+            while True:
+                with self._lock:
+                    if self._mailbox:
+                        item = self._mailbox.popleft()
+                        room = None
+                        if item[0] == "body":
+                            self._queued_chunks -= 1
+                            if self._room is not None and (
+                                self._queued_chunks < self._owner.response_buffer
+                            ):
+                                room, self._room = self._room, None
+                        break
+                self._signal.wait()
+        except BaseException:
+            self._interrupt()
+            raise
+        if room is not None:
+            self._to_loop(self.room_made, room)
+        return item
+
+    def _interrupt(self) -> None:
+        self._ended = True
+        self._abandon()
+        task = self._task
+        if task is not None:
+            self._to_loop(task.cancel)
+
+    def _read_body(self) -> None:
+        """Answer the application's ``receive()`` with the next piece of body."""
+        if self._abandoned:
+            return
+        remaining = self._remaining
+        size = self._owner.body_chunk_size
+        if remaining is not None:
+            size = min(size, remaining)
+        try:
+            data = self._input.read(size) if size else b""
+        except Exception as exc:
+            # The client went away mid-upload, or sent a malformed body.
+            logger.debug("Reading the request body failed: %r", exc)
+            self._abandon()
+            return
+        if remaining is None:
+            more = bool(data)
+        else:
+            if len(data) < size:
+                # The body ended before its Content-Length: the client left.
+                self._abandon()
+                return
+            self._remaining = remaining = remaining - len(data)
+            more = remaining > 0
+        self._to_loop(self.body_arrived, data, more)
+
+    def _abandon(self) -> None:
+        if not self._abandoned:
+            self._abandoned = True
+            self._to_loop(self.disconnected)
+
+    def head(self) -> tuple[str, list[tuple[str, str]]]:
+        """Serve the application until it starts its response; its status and headers.
+
+        Re-raises what the application raised before that.
+        """
+        while True:
+            item = self._next_item()
+            kind = item[0]
+            if kind == "start":
+                return item[1], item[2]
+            if kind == "read":
+                self._read_body()
+            elif kind == "end":
+                self._ended = True
+                if item[1] is not None:
+                    raise item[1]
+                raise RuntimeError("The ASGI application returned without starting a response")
+
+    def completed_body(self) -> list[bytes] | None:
+        """The whole body if the application has already finished cleanly, else None.
+
+        Lets the common small response go back as a list, without a trip
+        through the iterator.
+        """
+        with self._lock:
+            items = list(self._mailbox)
+            if len(items) < 2 or items[-1][0] != "end" or items[-1][1] is not None:
+                return None
+            bodies = items[:-1]
+            if any(item[0] != "body" for item in bodies) or bodies[-1][2]:
+                return None
+            self._mailbox.clear()
+            self._queued_chunks = 0
+        self._ended = self._final_chunk_seen = True
+        return [item[1] for item in bodies if item[1]]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        while not self._ended:
+            item = self._next_item()
+            kind = item[0]
+            if kind == "body":
+                if not item[2]:
+                    self._final_chunk_seen = True
+                if item[1]:
+                    return item[1]  # type: ignore[no-any-return]
+            elif kind == "read":
+                self._read_body()
+            elif kind == "end":
+                self._ended = True
+                error = item[1]
+                if error is not None and not (
+                    self._abandoned and isinstance(error, (OSError, asyncio.CancelledError))
+                ):
+                    raise error
+                if not self._final_chunk_seen and not self._abandoned:
+                    raise RuntimeError(
+                        "The ASGI application returned without completing its response"
+                    )
+        raise StopIteration
+
+    def close(self) -> None:
+        """Called by the WSGI server when it is done with the response.
+
+        Before the end of the response this means the client left: the
+        application hears ``http.disconnect`` and has ``disconnect_grace``
+        seconds to finish. Either way this waits until it has.
+        """
+        if not self._final_chunk_seen:
+            self._abandon()
+        while not self._ended:
+            item = self._next_item()
+            if item[0] == "end":
+                self._ended = True
+            elif item[0] == "read":
+                self._read_body()
+
+
+# -- the adapter -------------------------------------------------------------------
+
+
+class AsgiToWsgi:
+    """Wrap an ASGI application (ASGI 2 or 3) into a WSGI application.
+
+    * ``lifespan``: ``"auto"`` (run it once per process if the application
+      supports it), ``"on"`` (it must succeed, else every request fails) or
+      ``"off"``. ``startup_timeout`` / ``shutdown_timeout`` bound each step.
+    * ``body_chunk_size``: the most request body one ``receive()`` returns.
+    * ``response_buffer``: how many response chunks may wait for the server
+      before ``send()`` waits (backpressure); at least 1.
+    * ``disconnect_grace``: seconds the application may keep running after
+      the client left before its task is cancelled.
+
+    See the module documentation for how requests, disconnects and lifespan
+    are handled.
+    """
+
+    def __init__(
+        self,
+        application: Any,
+        *,
+        lifespan: Literal["auto", "on", "off"] = "auto",
+        startup_timeout: float = 60.0,
+        shutdown_timeout: float = 30.0,
+        body_chunk_size: int = _BODY_CHUNK_SIZE,
+        response_buffer: int = 1,
+        disconnect_grace: float = 5.0,
+    ) -> None:
+        if lifespan not in ("auto", "on", "off"):
+            raise ValueError(f"lifespan must be 'auto', 'on' or 'off', not {lifespan!r}")
+        if body_chunk_size < 1 or response_buffer < 1:
+            raise ValueError("body_chunk_size and response_buffer must be at least 1")
+        self.application = guarantee_single_callable(application)
+        self.lifespan = lifespan
+        self.startup_timeout = startup_timeout
+        self.shutdown_timeout = shutdown_timeout
+        self.body_chunk_size = body_chunk_size
+        self.response_buffer = response_buffer
+        self.disconnect_grace = disconnect_grace
+        # Per process: the pid the lifespan below belongs to, and its outcome.
+        self._lifespan_pid: int | None = None
+        self._lifespan: _Lifespan | None = None
+        self._started: Future[None] | None = None
+        self._lock = threading.Lock()
+
+    # -- lifespan ---------------------------------------------------------------
+
+    def startup(self) -> None:
+        """Run the lifespan startup in this process now, if not done yet.
+
+        Called by the first request otherwise. Raises :class:`LifespanFailed`
+        if it failed and ``lifespan="on"``.
+        """
+        self._ready()
+
+    def _ready(self) -> asyncio.AbstractEventLoop:
+        loop = _get_loop()
+        pid = os.getpid()
+        if self._lifespan_pid != pid:
+            with self._lock:
+                if self._lifespan_pid != pid:
+                    begun: Future[None] = hubs.get_hub().new_future()
+                    self._started = begun
+                    if self.lifespan == "off":
+                        begun.set_result(None)
+                    else:
+                        self._lifespan = _Lifespan(
+                            self.application, self.lifespan, self.startup_timeout
+                        )
+                        loop.call_soon_threadsafe(self._begin_lifespan, self._lifespan, begun)
+                    self._lifespan_pid = pid
+        started = self._started
+        assert started is not None
+        if not started.done():
+            _park(started)
+        lifespan = self._lifespan
+        if lifespan is not None and lifespan.failure is not None and self.lifespan == "on":
+            raise LifespanFailed(lifespan.failure)
+        return loop
+
+    def _begin_lifespan(self, lifespan: _Lifespan, started: Future[None]) -> None:
+        async def run() -> None:
+            try:
+                await lifespan.startup()
+            finally:
+                started.set_result(None)
+            if lifespan.supported:
+                _shutdown_at_exit(self)
+
+        lifespan.starting = asyncio.ensure_future(run())
+
+    def shutdown(self) -> None:
+        """Run the lifespan shutdown in this process, if startup ran; waits for it.
+
+        Also run at interpreter exit if not called.
+        """
+        lifespan = self._lifespan
+        if self._lifespan_pid != os.getpid() or lifespan is None or not lifespan.supported:
+            return
+        runner = _process_loop
+        if runner is None or runner.loop is None or runner.pid != os.getpid():
+            return
+        done = asyncio.run_coroutine_threadsafe(
+            lifespan.shutdown(self.shutdown_timeout), runner.loop
+        )
+        _park(done)
+
+    # -- requests -----------------------------------------------------------------
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Any:
+        loop = self._ready()
+        exchange = _Exchange(self, environ, loop)
+        loop.call_soon_threadsafe(exchange.begin, self.build_scope(environ))
+        status, headers = exchange.head()
+        start_response(status, headers)
+        body = exchange.completed_body()
+        return exchange if body is None else body
+
+    def build_scope(self, environ: WSGIEnvironment) -> dict[str, Any]:
+        """The ASGI HTTP scope for a WSGI environ."""
+        script_name = environ.get("SCRIPT_NAME", "").encode("latin-1")
+        path_info = environ.get("PATH_INFO", "").encode("latin-1")
+        full_path = script_name + path_info
+        raw_uri = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+        if raw_uri:
+            raw_path = raw_uri.encode("latin-1").partition(b"?")[0]
+        else:
+            raw_path = quote(full_path, safe=_SAFE_PATH_CHARS).encode("ascii")
+        protocol = environ.get("SERVER_PROTOCOL", "HTTP/1.1")
+        headers: list[tuple[bytes, bytes]] = []
+        for key, value in environ.items():
+            if key.startswith("HTTP_"):
+                if key in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
+                    continue
+                name = key[5:].replace("_", "-").lower()
+            elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                if not value:
+                    continue
+                name = key.replace("_", "-").lower()
+            else:
+                continue
+            headers.append((name.encode("latin-1"), value.encode("latin-1")))
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": dict(_ASGI_VERSIONS),
+            "http_version": protocol.partition("/")[2] or "1.1",
+            "method": environ["REQUEST_METHOD"].upper(),
+            "scheme": environ.get("wsgi.url_scheme", "http"),
+            "path": full_path.decode("utf-8", "replace"),
+            "raw_path": raw_path,
+            "query_string": environ.get("QUERY_STRING", "").encode("latin-1"),
+            "root_path": script_name.decode("utf-8", "replace"),
+            "headers": headers,
+            "server": (environ.get("SERVER_NAME", "localhost"), _port(environ.get("SERVER_PORT"))),
+        }
+        if environ.get("REMOTE_ADDR"):
+            scope["client"] = (environ["REMOTE_ADDR"], _port(environ.get("REMOTE_PORT")))
+        lifespan = self._lifespan
+        if lifespan is not None and lifespan.supported:
+            scope["state"] = dict(lifespan.state)
+        return scope
+
+
+def _port(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+# Applications whose lifespan started, shut down at interpreter exit.
+_at_exit: weakref.WeakSet[AsgiToWsgi] = weakref.WeakSet()
+_at_exit_registered = False
+
+
+def _shutdown_at_exit(application: AsgiToWsgi) -> None:
+    global _at_exit_registered
+    _at_exit.add(application)
+    if not _at_exit_registered:
+        _at_exit_registered = True
+        atexit.register(_run_exit_shutdowns)
+
+
+def _run_exit_shutdowns() -> None:
+    for application in list(_at_exit):
+        try:
+            application.shutdown()
+        except Exception:
+            logger.exception("lifespan shutdown at exit failed")
