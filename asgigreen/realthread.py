@@ -23,6 +23,9 @@ Where the call runs, on the gevent hub:
   transaction opened and closed inside one call is fine; two calls may land
   on different threads, so never spread one transaction over several calls.
 
+Either way the function uses the native thread's own connection, not the
+calling greenlet's: a transaction opened by the caller does not cover it.
+
 On the threads hub (a plain process) the caller already is a real thread and
 the function is simply called.
 """

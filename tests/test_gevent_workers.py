@@ -541,7 +541,20 @@ def test_run_in_real_thread_from_a_plain_greenlet() -> None:
     assert outcome["ticks"] == 30
 
 
-# -- the examples, run as their READMEs say ---------------------------------------------
+def test_run_in_real_thread_on_the_threads_hub_just_calls() -> None:
+    """In a plain process the caller is a real thread already."""
+    import threading
+
+    import asgigreen
+
+    assert asgigreen.run_in_real_thread(threading.get_ident) == threading.get_ident()
+    double = asgigreen.in_real_thread(lambda n: 2 * n, thread_sensitive=False)
+    assert double(21) == 42
+    with pytest.raises(ValueError):
+        asgigreen.run_in_real_thread(int, "x")
+
+
+# -- the examples, run with the one command their READMEs give --------------------------
 
 
 @pytest.mark.parametrize("example", ["django_gevent", "flask_gevent"])
