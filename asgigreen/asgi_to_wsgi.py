@@ -53,8 +53,10 @@ process**: startup just before the first request is served (or when
 called (gunicorn's ``worker_exit`` hook) or else at interpreter exit through
 :mod:`atexit`. A worker killed outright (``SIGKILL``, gunicorn's timeout
 kill) runs no shutdown. ``lifespan="auto"`` (the default) carries on when
-the application does not support the protocol, ``"on"`` makes a failed
-startup fail every request with the reason, ``"off"`` skips it. A forked
+the application does not support the protocol, ``"on"`` requires it,
+``"off"`` skips it. A failed startup (``lifespan.startup.failed`` or a
+timeout) makes every request of the process fail with
+:class:`LifespanFailed`, as an ASGI server would refuse to serve. A forked
 child (gunicorn without ``--preload`` forks before any request) starts its
 own loop and its own lifespan.
 """
@@ -109,7 +111,12 @@ _ASGI_VERSIONS = {"version": "3.0", "spec_version": "2.4"}
 
 
 class LifespanFailed(RuntimeError):
-    """The application's lifespan startup failed (with ``lifespan="on"``)."""
+    """The application's lifespan startup failed or timed out.
+
+    Raised for every request of the process: as under an ASGI server, an
+    application whose startup failed does not serve. With ``lifespan="on"``
+    an application without lifespan support counts as failed too.
+    """
 
 
 def _status_line(status: int) -> str:
@@ -237,6 +244,8 @@ class _Lifespan:
                 self.failure = f"lifespan is not supported by the application: {answer['error']}"
             else:
                 logger.info("ASGI 'lifespan' protocol appears unsupported: %s", answer["error"])
+        elif kind == "timeout":
+            self.failure = f"lifespan startup timed out: {answer['error']}"
         else:
             self.failure = f"lifespan startup answered {kind!r}"
         if self.failure is not None:
@@ -627,8 +636,10 @@ class AsgiToWsgi:
     """Wrap an ASGI application (ASGI 2 or 3) into a WSGI application.
 
     * ``lifespan``: ``"auto"`` (run it once per process if the application
-      supports it), ``"on"`` (it must succeed, else every request fails) or
-      ``"off"``. ``startup_timeout`` / ``shutdown_timeout`` bound each step.
+      supports it), ``"on"`` (the application must support it) or
+      ``"off"``. ``startup_timeout`` / ``shutdown_timeout`` bound each step;
+      a failed or timed-out startup makes every request raise
+      :class:`LifespanFailed`.
     * ``body_chunk_size``: the most request body one ``receive()`` returns.
     * ``response_buffer``: how many response chunks may wait for the server
       before ``send()`` waits (backpressure); at least 1.
@@ -673,7 +684,7 @@ class AsgiToWsgi:
         """Run the lifespan startup in this process now, if not done yet.
 
         Called by the first request otherwise. Raises :class:`LifespanFailed`
-        if it failed and ``lifespan="on"``.
+        if it failed.
         """
         self._ready()
 
@@ -698,7 +709,7 @@ class AsgiToWsgi:
         if not started.done():
             _park(started)
         lifespan = self._lifespan
-        if lifespan is not None and lifespan.failure is not None and self.lifespan == "on":
+        if lifespan is not None and lifespan.failure is not None:
             raise LifespanFailed(lifespan.failure)
         return loop
 

@@ -315,10 +315,11 @@ def _serve_workers(
     )
     sock = config.bind_socket()
     logger.info(
-        "asgigreen serve: %s in %d worker processes (hub %s), supervised by uvicorn",
+        "asgigreen serve: %s in %d worker processes (hub %s), supervised by uvicorn, on %s",
         target,
         workers,
         hub,
+        _url(host, sock),
     )
     try:
         Multiprocess(config, sockets=[sock]).run()
