@@ -24,7 +24,7 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +50,15 @@ VARIANTS = ["asgigreen", "asgiref-control"]
 CHILD_TIMEOUT = 120
 
 
-def report(line: str) -> None:
-    print(f"\n[gevent workers] {line}", flush=True)
+@pytest.fixture
+def report(capsys: pytest.CaptureFixture[str]) -> Callable[[str], None]:
+    """Print a line of figures, shown even when pytest captures output."""
+
+    def emit(line: str) -> None:
+        with capsys.disabled():
+            print(f"\n[gevent workers] {line}", flush=True)
+
+    return emit
 
 
 def variant_env(variant: str, **extra: str) -> dict[str, str]:
@@ -177,7 +184,11 @@ def assert_clean_log(service: Service) -> None:
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_django_under_gunicorn_gevent(
-    variant: str, postgres: Postgres, database: dict[str, str], tmp_path: Path
+    report: Callable[[str], None],
+    variant: str,
+    postgres: Postgres,
+    database: dict[str, str],
+    tmp_path: Path,
 ) -> None:
     """200 concurrent clients, each hitting a PostgreSQL view, a view sending
     through Channels' in-memory layer with async_to_sync, and a view calling a
@@ -212,7 +223,9 @@ def test_django_under_gunicorn_gevent(
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_flask_async_views_under_gunicorn_gevent(variant: str, tmp_path: Path) -> None:
+def test_flask_async_views_under_gunicorn_gevent(
+    report: Callable[[str], None], variant: str, tmp_path: Path
+) -> None:
     """100 concurrent clients x 3 requests to an async view awaiting asyncio.sleep(0.1)."""
     env = variant_env(variant)
     with gunicorn("workerproject.flaskapp:app", "gevent", env, tmp_path) as (port, service):
@@ -236,6 +249,7 @@ def test_flask_async_views_under_gunicorn_gevent(variant: str, tmp_path: Path) -
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_celery_gevent_pool_orm_and_async_to_sync(
+    report: Callable[[str], None],
     variant: str,
     postgres: Postgres,
     database: dict[str, str],
@@ -366,7 +380,9 @@ PG_SLEEP = """
     "how",
     ["psycopg3", "psycopg2-real-thread", "psycopg2-real-thread-pool", "psycopg2-direct-control"],
 )
-def test_fifty_greenlets_pg_sleep_through_the_orm(how: str, database: dict[str, str]) -> None:
+def test_fifty_greenlets_pg_sleep_through_the_orm(
+    report: Callable[[str], None], how: str, database: dict[str, str]
+) -> None:
     driver = "psycopg" if how == "psycopg3" else "psycopg2"
     env = python_env(
         DJANGO_SETTINGS_MODULE="workerproject.settings", WORKER_PG_DRIVER=driver, **database
@@ -422,7 +438,7 @@ WRONG_ORDERS = {
 
 
 @pytest.mark.parametrize("case", list(WRONG_ORDERS))
-def test_wrong_import_order_fails_loudly(case: str) -> None:
+def test_wrong_import_order_fails_loudly(report: Callable[[str], None], case: str) -> None:
     before, named, host_patched = WRONG_ORDERS[case]
     code = f"""
         {before}
@@ -486,7 +502,9 @@ def test_right_orders_are_accepted() -> None:
         }, how
 
 
-def test_gunicorn_preload_is_refused_with_the_reason(tmp_path: Path) -> None:
+def test_gunicorn_preload_is_refused_with_the_reason(
+    report: Callable[[str], None], tmp_path: Path
+) -> None:
     """--preload imports the app in the unpatched master: the worker refuses to boot."""
     with gunicorn(
         "workerproject.wsgi:application",
@@ -558,7 +576,9 @@ def test_run_in_real_thread_on_the_threads_hub_just_calls() -> None:
 
 
 @pytest.mark.parametrize("example", ["django_gevent", "flask_gevent"])
-def test_examples_run_with_one_command(example: str, tmp_path: Path) -> None:
+def test_examples_run_with_one_command(
+    report: Callable[[str], None], example: str, tmp_path: Path
+) -> None:
     port = free_port()
     env = python_env(PORT=str(port), EXAMPLE_DATA_DIR=str(tmp_path))
     env.pop("PYTHONPATH")
