@@ -133,8 +133,12 @@ def patch_all(*, real_threads: bool | None = None) -> None:
         if early:
             raise PatchOrderError(early, patched)
         if not patched:
-            from gevent import monkey
-
+            try:
+                from gevent import monkey
+            except ImportError as exc:
+                raise RuntimeError(
+                    "asgigreen.patch_all() needs gevent: pip install 'asgigreen[gevent]'"
+                ) from exc
             monkey.patch_all()
         install_as_asgiref()
         # Imported only now: ``import asgigreen`` comes before the patching,
