@@ -232,7 +232,10 @@ class _Lifespan:
         self._incoming = asyncio.Queue()
         self._answers = asyncio.Queue()
         scope = {"type": "lifespan", "asgi": dict(_ASGI_VERSIONS), "state": self.state}
-        self._task = asyncio.ensure_future(self._run(scope))
+        self._task = task = asyncio.ensure_future(self._run(scope))
+        # The loop keeps only weak references to tasks: hold it while it runs.
+        _running_lifespans.add(task)
+        task.add_done_callback(_running_lifespans.discard)
         answer = await self._exchange({"type": "lifespan.startup"}, self.startup_timeout)
         kind = answer.get("type")
         if kind == "lifespan.startup.complete":
@@ -292,6 +295,18 @@ class _Lifespan:
                 logger.exception("Exception in the ASGI lifespan task")
             else:
                 await answers.put({"type": "unsupported", "error": repr(exc)})
+
+
+_running_lifespans: set[asyncio.Future[None]] = set()
+
+
+def _cancel_soon(lifespan: _Lifespan, loop: asyncio.AbstractEventLoop) -> None:
+    task = lifespan._task
+    if task is not None and not task.done():
+        try:
+            loop.call_soon_threadsafe(task.cancel)
+        except RuntimeError:
+            pass  # the loop is closed
 
 
 # -- one request ------------------------------------------------------------------
@@ -723,6 +738,8 @@ class AsgiToWsgi:
                 _shutdown_at_exit(self)
 
         lifespan.starting = asyncio.ensure_future(run())
+        # An adapter dropped without shutdown() leaves no lifespan task behind.
+        weakref.finalize(self, _cancel_soon, lifespan, asyncio.get_running_loop())
 
     def shutdown(self) -> None:
         """Run the lifespan shutdown in this process, if startup ran; waits for it.
