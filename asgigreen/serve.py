@@ -49,7 +49,7 @@ import inspect
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -272,9 +272,20 @@ def serve(
         if hub == "gevent":
             hubs.get_hub().run_on_new_loop(lambda: _serve_announced(server, sock, banner))
         else:
-            server.run(sockets=[sock])
+            _run_on_uvicorns_loop(config, _serve_announced(server, sock, banner))
     finally:
         sock.close()
+
+
+def _run_on_uvicorns_loop(config: uvicorn.Config, main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on the event loop uvicorn would pick (uvloop if installed)."""
+    import asyncio
+
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+            runner.run(main)
+    else:
+        asyncio.run(main)
 
 
 async def _serve_announced(server: uvicorn.Server, sock: socket.socket, banner: str) -> None:
@@ -314,6 +325,8 @@ def _serve_workers(
         **uvicorn_options(hub, log_level),
     )
     sock = config.bind_socket()
+    # Listen now: connections made before a worker is up wait in the backlog.
+    sock.listen(config.backlog)
     logger.info(
         "asgigreen serve: %s in %d worker processes (hub %s), supervised by uvicorn, on %s",
         target,
