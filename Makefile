@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SOURCES := asgigreen tests benchmarks tools
+SOURCES := asgigreen tests benchmarks tools examples
 
 .PHONY: test lint typecheck test-threads test-gevent compat bench clean
 
