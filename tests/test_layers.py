@@ -851,6 +851,35 @@ async def test_cancellation_racing_delivery_across_loops(cancel_first: bool) -> 
     assert await layer.receive("crossed") == msg(2)
 
 
+def test_a_send_from_another_loop_wakes_the_receiver_at_once() -> None:
+    """Nothing else would wake the receiving loop before its 5 s timeout.
+
+    So the message only arrives promptly if the send wakes that loop itself
+    (Channels' own in-memory layer delivers it when the loop next wakes for
+    some other reason).
+    """
+    layer = InMemoryChannelLayer()
+    waiting = threading.Event()
+    arrived: list[float] = []
+
+    async def receiver() -> None:
+        task = asyncio.create_task(layer.receive("prompt"))
+        await asyncio.sleep(0)
+        waiting.set()
+        await asyncio.wait_for(task, 5)
+        arrived.append(time.monotonic())
+
+    thread = threading.Thread(target=asyncio.run, args=(receiver(),))
+    thread.start()
+    assert waiting.wait(5)
+    time.sleep(0.05)
+    sent = time.monotonic()
+    async_to_sync(layer.send)("prompt", msg(1))
+    thread.join(10)
+    assert arrived, "the receive never returned"
+    assert arrived[0] - sent < 0.5
+
+
 def test_a_receiver_whose_loop_closed_gives_its_message_back() -> None:
     layer = InMemoryChannelLayer()
     abandoned = asyncio.new_event_loop()
