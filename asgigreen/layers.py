@@ -360,7 +360,9 @@ def _check_message(message: object) -> None:
         )
 
 
-# A waiter's states. Every change happens under the layer's lock.
+# A waiter's states. Changes happen under the layer's lock, except the last
+# one made by a receive() returning its message: by then nothing else can
+# reach the waiter (its loop ran the wake-up, so it was not closed).
 _WAITING = 0  # in its channel's queue of waiters, no message yet
 _HANDED = 1  # a sender gave it a message; its receive() has not returned it yet
 _DONE = 2  # the message was returned or given back, or the receive gave up
@@ -460,9 +462,9 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self._groups: dict[str, dict[str, float]] = {}
         # channel -> the groups it is in, to drop a dead channel from all of them.
         self._memberships: dict[str, set[str]] = {}
-        # Waiters whose receive() was closed without running (its coroutine was
-        # garbage-collected): they are settled by the next call that takes the
-        # lock, since the collector may run while this thread holds it.
+        # Waiters whose receive() coroutine was closed at its await (its task
+        # was garbage-collected, say): the next call that takes the lock settles
+        # them, since the collector may run while this very thread holds it.
         self._orphans: deque[_Waiter] = deque()
         now = time.monotonic()
         self._next_sweep = now
@@ -754,7 +756,10 @@ class InMemoryChannelLayer(BaseChannelLayer):
         directly; others get one thread-safe callback per loop. A waiter whose
         loop has closed cannot resume, so its message goes back.
         """
-        running = asyncio.get_running_loop()
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # a coroutine thrown into by hand, outside any loop
+            running = None
         elsewhere: dict[asyncio.AbstractEventLoop, list[_Waiter]] = {}
         for waiter in woken:
             if waiter.loop is running:
