@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import threading
 import weakref
@@ -43,17 +44,21 @@ class _ThreadSignal:
             self._condition.notify()
 
 
-class _SerialThread(Executor):
-    """One OS thread running calls one at a time, in order.
+class _ThreadPool(Executor):
+    """Up to ``max_workers`` OS threads running calls from one queue.
 
-    Like ``ThreadPoolExecutor(max_workers=1)``, but a call made for an event
-    loop hands its outcome straight to the loop instead of going through a
-    ``concurrent.futures.Future`` chained to an asyncio one.
+    Like ``ThreadPoolExecutor``, but a call made for an event loop hands its
+    outcome straight to the loop instead of going through a
+    ``concurrent.futures.Future`` chained to an asyncio one. With one worker
+    it runs calls one at a time, in order: a thread-sensitive worker.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_workers: int, name: str) -> None:
+        self._max_workers = max_workers
+        self._name = name
         self._calls: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
+        self._idle = 0
         self._shutdown = False
         # ThreadPoolExecutor's name for its threads; some tools inspect it.
         self._threads: set[threading.Thread] = set()
@@ -97,8 +102,12 @@ class _SerialThread(Executor):
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            if not self._threads:
-                thread = threading.Thread(target=self._work, name="asgigreen-sensitive")
+            if self._idle:
+                self._idle -= 1
+            elif len(self._threads) < self._max_workers:
+                thread = threading.Thread(
+                    target=self._work, name=f"{self._name}_{len(self._threads)}"
+                )
                 thread.start()
                 self._threads.add(thread)
                 _running.add(self)
@@ -111,27 +120,33 @@ class _SerialThread(Executor):
                 return
             call()
             del call
+            with self._lock:
+                self._idle += 1
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
             already = self._shutdown
             self._shutdown = True
         if not already:
-            self._calls.put(None)
+            self._stop_threads()
         if wait:
             for thread in list(self._threads):
                 if thread is not threading.current_thread():
                     thread.join()
 
+    def _stop_threads(self) -> None:
+        for _ in range(len(self._threads)):
+            self._calls.put(None)
 
-# Like ThreadPoolExecutor's workers, serial threads are not daemons: a call
+
+# Like ThreadPoolExecutor's workers, these threads are not daemons: a call
 # in progress at interpreter exit finishes. Idle ones are told to stop first.
-_running: weakref.WeakSet[_SerialThread] = weakref.WeakSet()
+_running: weakref.WeakSet[_ThreadPool] = weakref.WeakSet()
 
 
 def _stop_idle_threads_at_exit() -> None:
     for executor in list(_running):
-        executor._calls.put(None)
+        executor._stop_threads()
 
 
 _register_atexit = getattr(threading, "_register_atexit", None)
@@ -159,15 +174,17 @@ class ThreadsHub(Hub):
     """Workers are OS threads.
 
     Thread-sensitive work runs on single-thread executors; other work on the
-    event loop's default executor; ``async_to_sync`` without a running loop
-    starts a fresh event loop on a pooled thread (asgiref starts a new thread
-    for each call).
+    event loop's default executor if one was set, else on a pool of the size
+    asyncio would give it; ``async_to_sync`` without a running loop starts a
+    fresh event loop on a pooled thread (asgiref starts a new thread for each
+    call).
     """
 
     name = "threads"
 
     def __init__(self) -> None:
         self._loop_threads: ThreadPoolExecutor | None = None
+        self._pool: _ThreadPool | None = None
         self._pool_lock = threading.Lock()
 
     def worker_id(self) -> int:
@@ -180,7 +197,7 @@ class ThreadsHub(Hub):
         return _ThreadSignal()
 
     def serial_executor(self) -> Executor:
-        return _SerialThread()
+        return _ThreadPool(1, "asgigreen-sensitive")
 
     def run_in_executor(
         self,
@@ -190,9 +207,24 @@ class ThreadsHub(Hub):
         real_thread: bool | None = None,
     ) -> asyncio.Future[_T]:
         # Every worker here is a real thread already: real_thread changes nothing.
-        if isinstance(executor, _SerialThread):
+        if executor is None and getattr(loop, "_default_executor", True) is None:
+            # The loop has no default executor of its own yet: asyncio would
+            # make a ThreadPoolExecutor of this size; a pool that wakes the
+            # loop directly does the same job with less overhead per call.
+            executor = self._default_pool()
+        if isinstance(executor, _ThreadPool):
             return executor.run_for_loop(loop, func)
         return loop.run_in_executor(executor, func)
+
+    def _default_pool(self) -> _ThreadPool:
+        pool = self._pool
+        if pool is None:
+            with self._pool_lock:
+                pool = self._pool
+                if pool is None:
+                    workers = min(32, (os.cpu_count() or 1) + 4)
+                    pool = self._pool = _ThreadPool(workers, "asgigreen-worker")
+        return pool
 
     def spawn(self, func: Callable[[], _T]) -> Future[_T]:
         return self._spawn_pool().submit(func)
@@ -215,4 +247,5 @@ class ThreadsHub(Hub):
     def after_fork_in_child(self) -> None:
         super().after_fork_in_child()
         self._loop_threads = None
+        self._pool = None
         self._pool_lock = threading.Lock()
