@@ -617,11 +617,11 @@ async def test_group_memberships_expire(case: LayerCase) -> None:
 
 @pytest.mark.asyncio
 async def test_group_add_renews_a_membership() -> None:
-    layer = InMemoryChannelLayer(group_expiry=0.4)
+    layer = InMemoryChannelLayer(group_expiry=1.0)
     await layer.group_add("renewed", "member")
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(0.6)
     await layer.group_add("renewed", "member")
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(0.6)  # past the first membership's end, not the renewed one's
     await layer.group_send("renewed", msg(1))
     assert await receive_within(layer, "member", 0.5) == msg(1)
 
