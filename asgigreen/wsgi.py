@@ -24,6 +24,7 @@ application reads the body or the response ends.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import sys
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import unquote_to_bytes
 
 from . import hubs
-from .sync import ThreadSensitiveContext, async_to_sync, sync_to_async
+from .sync import async_to_sync, sync_to_async
 
 if TYPE_CHECKING:
     from _typeshed import OptExcInfo
@@ -220,20 +221,22 @@ class _InputStream:
 class _WorkerPool:
     """Idle serial executors kept for the next requests, at most ``max_idle``.
 
-    Only the event loop takes and returns workers; list ``append``/``pop``
-    are atomic, so several loops may share one pool.
+    Each comes with the ``sync_to_async`` bridge that runs a request on it,
+    built once per worker rather than once per request. Only the event loop
+    takes and returns workers; list ``append``/``pop`` are atomic, so several
+    loops may share one pool.
     """
 
     def __init__(self, max_idle: int) -> None:
         self.max_idle = max_idle
-        self._idle: list[Executor] = []
+        self._idle: list[_Worker] = []
         self._pid = os.getpid()
 
     @property
     def idle(self) -> int:
         return len(self._idle)
 
-    def acquire(self) -> Executor:
+    def acquire(self) -> _Worker:
         if self._pid != os.getpid():
             # Workers inherited through fork don't exist in this process.
             self._idle = []
@@ -241,13 +244,57 @@ class _WorkerPool:
         try:
             return self._idle.pop()
         except IndexError:
-            return hubs.get_hub().serial_executor()
+            return _Worker(hubs.get_hub().serial_executor())
 
-    def release(self, executor: Executor, reusable: bool = True) -> None:
+    def release(self, worker: _Worker, reusable: bool = True) -> None:
         if reusable and len(self._idle) < self.max_idle and self._pid == os.getpid():
-            self._idle.append(executor)
+            self._idle.append(worker)
         else:
-            executor.shutdown(wait=False)
+            worker.executor.shutdown(wait=False)
+
+
+class _Worker:
+    """A serial executor and the bridge that runs one request on it.
+
+    The request's own code runs on the executor's single worker (that is
+    what makes its thread-local state its own); its nested ``async_to_sync``
+    calls lend that same worker to thread-sensitive work, as they always do.
+    """
+
+    __slots__ = ("executor", "run")
+
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+        self.run = sync_to_async(
+            _run_on_worker,
+            thread_sensitive=False,
+            executor=cast("Any", executor),
+        )
+
+
+def _settle(future: asyncio.Future[None], _: object = None) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _run_on_worker(instance: WsgiToAsgiInstance, environ: dict[str, Any]) -> None:
+    instance._run_on_worker(environ)
+
+
+async def _fetch_body(instance: WsgiToAsgiInstance) -> bytes:
+    return await instance._next_body()
+
+
+async def _deliver_messages(
+    instance: WsgiToAsgiInstance, messages: list[_Message], completes: bool
+) -> None:
+    await instance._deliver(messages, completes)
+
+
+# The worker's bridges back to the loop, built once: building an
+# async_to_sync wrapper costs more than a call through it.
+_fetch_body_sync = async_to_sync(_fetch_body)
+_deliver_messages_sync = async_to_sync(_deliver_messages)
 
 
 _shared_pool: _WorkerPool | None = None
@@ -339,6 +386,8 @@ class WsgiToAsgiInstance:
         self._bytes_sent = 0
         self._response_done = False
         self._worker_done = False
+        # The last messages of the response, sent by the loop after the worker.
+        self._final_messages: list[_Message] | None = None
         # Sends messages from the worker; set when the worker starts.
         self._deliver_sync: Callable[[list[_Message], bool], None]
 
@@ -375,7 +424,9 @@ class WsgiToAsgiInstance:
         self._receive = receive
         self._send = cast("_Send", send)
         try:
-            environ = self.build_environ(self.scope, _InputStream(async_to_sync(self._next_body)))
+            environ = self.build_environ(
+                self.scope, _InputStream(functools.partial(_fetch_body_sync, self))
+            )
         except _Rejected as rejection:
             for message in _plain_response(rejection.status, rejection.message, rejection.close):
                 await send(cast("Any", message))
@@ -386,35 +437,44 @@ class WsgiToAsgiInstance:
             self._body_complete = True
         self._data_ready = asyncio.Event()
         self._room = asyncio.Event()
-        heard_from_client = asyncio.Event()
+        heard: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         reader = asyncio.ensure_future(
-            self._read_request(None if length is None else int(length), heard_from_client)
+            self._read_request(None if length is None else int(length), heard)
         )
+        reader.add_done_callback(functools.partial(_settle, heard))
         # Start the application once the first request message is in (as
         # asgiref does, and it is usually the whole body), not before: an
         # ASGI server only calls an application that has a request to serve.
-        heard = asyncio.ensure_future(heard_from_client.wait())
         try:
-            await asyncio.wait([heard, reader], return_when=asyncio.FIRST_COMPLETED)
+            await heard
         except BaseException:
             reader.cancel()
             raise
-        finally:
-            heard.cancel()
         workers = self._workers or _default_pool()
-        executor = workers.acquire()
+        worker = workers.acquire()
         try:
-            async with ThreadSensitiveContext(executor=executor):
-                await sync_to_async(self._run_on_worker)(environ)
+            await worker.run(self, environ)
+        except Exception:
+            # The response may be complete although the application failed
+            # afterwards (in close(), say): the client still gets it.
+            if self._final_messages is not None and not self._disconnected:
+                try:
+                    await self._deliver(self._final_messages, True)
+                except Exception:
+                    pass  # The application's error is the one to report.
+            raise
+        else:
+            if self._final_messages is not None and not self._disconnected:
+                await self._deliver(self._final_messages, True)
         finally:
+            # Nothing waits for the reader's end: a cancelled task just stops.
             reader.cancel()
-            await asyncio.wait([reader])
             if not self._worker_done:
                 # We were cancelled while the application runs its own code:
                 # stop it at its next step, as if the client had left, and
                 # don't reuse a worker that is still busy.
                 self._end_connection()
-            workers.release(executor, reusable=self._worker_done)
+            workers.release(worker, reusable=self._worker_done)
 
     def build_environ(self, scope: dict[str, Any], body: Any) -> dict[str, Any]:
         """The WSGI environ for an HTTP scope, with ``body`` as ``wsgi.input``.
@@ -494,7 +554,7 @@ class WsgiToAsgiInstance:
             raise _Rejected(413, _too_large_text(limit))
         return str(int(length))
 
-    async def _read_request(self, content_length: int | None, heard: asyncio.Event) -> None:
+    async def _read_request(self, content_length: int | None, heard: asyncio.Future[None]) -> None:
         """Own ``receive()``: buffer body ahead of the worker, watch for disconnect.
 
         Body past Content-Length is dropped, as PEP 3333 allows.
@@ -514,7 +574,8 @@ class WsgiToAsgiInstance:
                 self._data_ready.set()
                 return
             finally:
-                heard.set()
+                if not heard.done():
+                    heard.set_result(None)
             kind = message.get("type")
             if kind == "http.disconnect":
                 self._end_connection()
@@ -608,7 +669,8 @@ class WsgiToAsgiInstance:
 
     def _run_application(self, environ: dict[str, Any]) -> None:
         # Also what the application's write() callable sends through.
-        self._deliver_sync = deliver = async_to_sync(self._deliver)
+        self._deliver_sync = functools.partial(_deliver_messages_sync, self)
+        deliver = self._deliver_final
         failure: Exception | None = None
         try:
             result = self.wsgi_application(environ, self.start_response)
@@ -655,7 +717,18 @@ class WsgiToAsgiInstance:
                 return
         if not self._response_done:
             self._response_done = True
-            self._deliver_sync([*self._start_message(), _final_body()], True)
+            self._deliver_final([*self._start_message(), _final_body()], True)
+
+    def _deliver_final(self, messages: list[_Message], completes: bool) -> None:
+        """Leave the response's last messages for the loop to send.
+
+        Nothing follows them, so rather than a trip to the loop and back the
+        loop sends them once the worker is done: most responses (a list of
+        bytes) then cost no trip at all.
+        """
+        if self._disconnected:
+            raise ClientDisconnected("The client disconnected")
+        self._final_messages = messages
 
     def start_response(
         self,
@@ -704,7 +777,9 @@ class WsgiToAsgiInstance:
         if last:
             messages.append(_final_body())
             self._response_done = True
-        self._deliver_sync(messages, last)
+            self._deliver_final(messages, True)
+            return
+        self._deliver_sync(messages, False)
 
     def _start_message(self) -> list[_Message]:
         """The ``http.response.start`` message if it is still due, else nothing."""
