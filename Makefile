@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SOURCES := asgigreen tests benchmarks tools examples
 
-.PHONY: test lint typecheck test-threads test-gevent compat bench clean
+.PHONY: test lint typecheck test-threads test-gevent compat bench clean demo bench-wsgi
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,18 @@ bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/bridges.py
 	$(PY) -m gevent.monkey benchmarks/bridges.py
+
+## demo: the migration example (a WSGI app) under asgigreen serve, against
+## asgiref's WsgiToAsgi and a2wsgi; the server then stays up until Ctrl-C
+## (not in CI, without a terminal, or with DEMO_NO_WAIT=1).
+demo: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[demo]'
+	$(PY) examples/migration/demo.py
+
+## bench-wsgi: the WSGI <-> ASGI adapters under real servers (benchmarks/wsgi.py).
+bench-wsgi: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) benchmarks/wsgi.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
