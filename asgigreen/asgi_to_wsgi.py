@@ -391,12 +391,16 @@ class _Exchange:
     def _post(self, item: tuple[Any, ...], chunk: bool = False, wait: bool = False) -> Any:
         room = None
         with self._lock:
+            # The WSGI side drains the mailbox before it parks: only an empty
+            # mailbox can have it parked, so only then does it need waking.
+            wake = not self._mailbox
             self._mailbox.append(item)
             if chunk:
                 self._queued_chunks += 1
                 if wait and self._queued_chunks >= self._owner.response_buffer:
                     room = self._room = self._loop.create_future()
-        self._signal.set()
+        if wake:
+            self._signal.set()
         return room
 
     async def receive(self) -> _Message:
