@@ -210,6 +210,8 @@ def main() -> int:
             return 0
         print(f"asgigreen serve is still up: {url}{PATH}  (try {url}/ too)")
         print("Press Ctrl-C to stop it.")
+        # Ctrl-C must reach us even if our parent started us with SIGINT ignored.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         while keep.proc.poll() is None:
             time.sleep(0.5)
         print(f"asgigreen serve exited ({keep.proc.returncode}):\n{keep.output()[-2000:]}")
