@@ -26,6 +26,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -96,7 +97,10 @@ class GunicornWorker(Worker):  # type: ignore[misc]
             server.should_exit = server.force_exit = True
 
         signal.signal(signal.SIGQUIT, quit_now)
-        sockets = [getattr(sock, "sock", sock) for sock in self.sockets]
+        # Fresh socket objects on copies of gunicorn's descriptors: they learn
+        # they are TCP (gunicorn's say protocol 0), so asyncio sets
+        # TCP_NODELAY on the connections they accept.
+        sockets = [socket.socket(fileno=os.dup(sock.fileno())) for sock in self.sockets]
         if self.hub_name == "gevent":
             hubs.get_hub().run_on_new_loop(lambda: server.serve(sockets=sockets))
         else:

@@ -206,7 +206,10 @@ def _listen(host: str, port: int) -> socket.socket:
     import socket
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = _native_socket_class()(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on connections
+    # accepted from a socket that says it is TCP. Without it, Nagle's
+    # algorithm holds small responses back for tens of milliseconds.
+    sock = _native_socket_class()(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
@@ -324,7 +327,7 @@ def _serve_workers(
         workers=workers,
         **uvicorn_options(hub, log_level),
     )
-    sock = config.bind_socket()
+    sock = _listen(host, port)
     # Listen now: connections made before a worker is up wait in the backlog.
     sock.listen(config.backlog)
     logger.info(
