@@ -499,7 +499,7 @@ class _Exchange:
 
     def _to_loop(self, callback: Callable[..., Any], *args: Any) -> None:
         try:
-            self._loop.call_soon_threadsafe(callback, *args)
+            hubs.get_hub().call_soon_threadsafe(self._loop, callback, *args)
         except RuntimeError:
             pass  # the loop is closed: the process is going away
 
@@ -766,7 +766,7 @@ class AsgiToWsgi:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Any:
         loop = self._ready()
         exchange = _Exchange(self, environ, loop)
-        loop.call_soon_threadsafe(exchange.begin, self.build_scope(environ))
+        hubs.get_hub().call_soon_threadsafe(loop, exchange.begin, self.build_scope(environ))
         status, headers = exchange.head()
         start_response(status, headers)
         body = exchange.completed_body()

@@ -145,7 +145,8 @@ class Local:
 
 
 def _missing(local: object, key: str) -> AttributeError:
-    return AttributeError(f"{local!r} object has no attribute {key!r}")
+    # Built on every getattr(local, name, default) miss: keep it cheap (no repr).
+    return AttributeError(f"{type(local).__name__!r} object has no attribute {key!r}")
 
 
 class _ContextNamespace:

@@ -368,7 +368,7 @@ def _outer_event_loop() -> asyncio.AbstractEventLoop | None:
 
 def _schedule(loop: asyncio.AbstractEventLoop, awaitable: Coroutine[Any, Any, None]) -> bool:
     try:
-        loop.call_soon_threadsafe(loop.create_task, awaitable)
+        hubs.get_hub().call_soon_threadsafe(loop, loop.create_task, awaitable)
     except RuntimeError:
         return False
     return True

@@ -128,6 +128,16 @@ class Hub(abc.ABC):
         started. Called from the worker running ``loop``.
         """
 
+    def call_soon_threadsafe(
+        self, loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: Any
+    ) -> None:
+        """Schedule ``callback(*args)`` on ``loop`` from any worker, waking it.
+
+        ``loop.call_soon_threadsafe``, except that a hub may wake a loop of
+        its own more cheaply. Raises ``RuntimeError`` if the loop is closed.
+        """
+        loop.call_soon_threadsafe(callback, *args)
+
     # -- how async code is run for a sync caller ----------------------------
 
     @abc.abstractmethod

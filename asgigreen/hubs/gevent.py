@@ -100,9 +100,12 @@ def _track_running_loop(event: str, args: tuple[greenlet, greenlet]) -> None:
             # A dying greenlet has left its loop; don't keep it alive.
             if not origin.dead:
                 _parked_loops[origin] = running
+            _set_running_loop(_parked_loops.pop(target, None))
         elif _parked_loops:
             _parked_loops.pop(origin, None)
-        _set_running_loop(_parked_loops.pop(target, None) if _parked_loops else None)
+            resumed = _parked_loops.pop(target, None)
+            if resumed is not None:
+                _set_running_loop(resumed)
     if _chained_tracer is not None:
         _chained_tracer(event, args)
 
@@ -729,12 +732,17 @@ class GeventHub(Hub):
     def _deliver(
         self, loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any
     ) -> None:
-        """Run ``callback(*args)`` on ``loop``, waking it, from any worker."""
-        if loop.is_closed():
-            return
+        """Run ``callback(*args)`` on ``loop``, waking it; nothing if it closed."""
+        if not loop.is_closed():
+            self.call_soon_threadsafe(loop, callback, *args)
+
+    def call_soon_threadsafe(
+        self, loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: Any
+    ) -> None:
         if (
             isinstance(loop, _GreenEventLoop)
             and _native_ident() == self._home.thread
+            and not loop.is_closed()
             and not loop.get_debug()  # debug mode rejects call_soon from other greenlets
         ):
             loop.wake_with(callback, *args)
