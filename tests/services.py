@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -424,3 +424,64 @@ def bin_path(name: str) -> str:
     """A console script installed next to this interpreter."""
     path = Path(sys.executable).parent / name
     return str(path) if path.exists() else name
+
+
+def at_once(clients: int, call: Callable[[], Any], timeout: float = 60) -> tuple[list[Any], float]:
+    """``call()`` from ``clients`` threads at once: the results (or errors) and the seconds."""
+    results: list[Any] = []
+
+    def client() -> None:
+        try:
+            results.append(call())
+        except Exception as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    return results, time.monotonic() - started
+
+
+def _gunicorn_has(setting: str) -> bool:
+    from gunicorn.config import KNOWN_SETTINGS
+
+    return any(known.name == setting for known in KNOWN_SETTINGS)
+
+
+@contextlib.contextmanager
+def gunicorn(
+    app: str, worker_class: str, env: dict[str, str], tmp_path: Path, *extra: str
+) -> Iterator[tuple[int, Service]]:
+    """``gunicorn -k worker_class`` with 1 worker and 1000 connections; yields (port, service).
+
+    The listening socket is made here and handed over by descriptor, so the
+    port is known and clients may connect before the worker is up.
+    """
+    sock = listening_socket()
+    port = sock.getsockname()[1]
+    if _gunicorn_has("control_socket_disable"):
+        # Newer gunicorns open a control socket in $HOME: not wanted here.
+        extra = ("--no-control-socket", *extra)
+    argv = [
+        bin_path("gunicorn"),
+        "--worker-class", worker_class,
+        "--workers", "1",
+        "--worker-connections", "1000",
+        "--bind", f"fd://{sock.fileno()}",
+        "--graceful-timeout", "3",
+        "--timeout", "120",
+        "--log-level", "warning",
+        *extra,
+        app,
+    ]  # fmt: skip
+    try:
+        service = Service(
+            argv, tmp_path / "gunicorn.log", env=env, cwd=TESTS_DIR, pass_fds=[sock.fileno()]
+        )
+    finally:
+        sock.close()
+    with service:
+        yield port, service

@@ -33,7 +33,7 @@ from typing import Any
 
 import asgi_to_wsgi_app as sample
 import pytest
-from services import Service, bin_path, http_get, listening_socket, wait_until
+from services import Service, at_once, gunicorn, http_get, wait_until
 
 from asgigreen.asgi_to_wsgi import AsgiToWsgi, LifespanFailed
 
@@ -637,30 +637,12 @@ def test_live_thread_sensitive_sync_code_runs_off_the_loop(server: Server) -> No
     assert server.json("/sync") == {"on_loop": False}
 
 
-def _at_once(clients: int, call: Callable[[], Any]) -> tuple[list[Any], float]:
-    results: list[Any] = []
-
-    def client() -> None:
-        try:
-            results.append(call())
-        except Exception as exc:
-            results.append(exc)
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    return results, time.monotonic() - started
-
-
 def test_live_many_requests_at_once(server: Server) -> None:
     # A first burst lets this process's own clients start what they need
     # (gevent resolves names on a pool of native threads).
-    warm_up, _ = _at_once(50, lambda: server.json("/sleep?s=0"))
+    warm_up, _ = at_once(50, lambda: server.json("/sleep?s=0"))
     baseline = max(result["threads"] for result in warm_up)
-    results, elapsed = _at_once(50, lambda: server.json("/sleep?s=0.3"))
+    results, elapsed = at_once(50, lambda: server.json("/sleep?s=0.3"))
     assert all(isinstance(result, dict) for result in results), results[:3]
     assert len(results) == 50
     assert elapsed < 5, f"50 requests sleeping 0.3 s took {elapsed:.2f} s: not concurrent"
@@ -672,35 +654,9 @@ def test_live_many_requests_at_once(server: Server) -> None:
 # -- gunicorn -k gevent in a subprocess ---------------------------------------------------
 
 
-def _gunicorn_has(setting: str) -> bool:
-    from gunicorn.config import KNOWN_SETTINGS
-
-    return any(known.name == setting for known in KNOWN_SETTINGS)
-
-
 @contextlib.contextmanager
 def gunicorn_gevent(app: str, tmp_path: Path, env: dict[str, str]) -> Iterator[tuple[int, Service]]:
-    sock = listening_socket()
-    port = sock.getsockname()[1]
-    extra = ["--no-control-socket"] if _gunicorn_has("control_socket_disable") else []
-    argv = [
-        bin_path("gunicorn"),
-        "--worker-class", "gevent",
-        "--workers", "1",
-        "--worker-connections", "1000",
-        "--bind", f"fd://{sock.fileno()}",
-        "--graceful-timeout", "5",
-        "--log-level", "warning",
-        *extra,
-        app,
-    ]  # fmt: skip
-    try:
-        service = Service(
-            argv, tmp_path / "gunicorn.log", env=env, cwd=TESTS_DIR, pass_fds=[sock.fileno()]
-        )
-    finally:
-        sock.close()
-    with service:
+    with gunicorn(app, "gevent", env, tmp_path) as (port, service):
         wait_until(lambda: http_get(port, "/state", timeout=5)[0] == 200, "gunicorn", service)
         yield port, service
 
@@ -830,21 +786,7 @@ def test_django_asgi_handler_under_gunicorn_gevent(tmp_path: Path) -> None:
         check=True,
         timeout=120,
     )
-    sock = listening_socket()
-    port = sock.getsockname()[1]
-    extra = ["--no-control-socket"] if _gunicorn_has("control_socket_disable") else []
-    argv = [
-        bin_path("gunicorn"), "-k", "gevent", "-w", "1", "--worker-connections", "1000",
-        "--bind", f"fd://{sock.fileno()}", "--log-level", "warning", *extra,
-        "django_via_wsgi:application",
-    ]  # fmt: skip
-    try:
-        service = Service(
-            argv, tmp_path / "gunicorn.log", env=env, cwd=TESTS_DIR, pass_fds=[sock.fileno()]
-        )
-    finally:
-        sock.close()
-    with service:
+    with gunicorn("django_via_wsgi:application", "gevent", env, tmp_path) as (port, service):
         wait_until(lambda: http_get(port, "/notes/", timeout=5)[0] == 200, "django", service)
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         connection.request("POST", "/notes/", body=json.dumps({"text": "via wsgi"}))

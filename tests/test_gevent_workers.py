@@ -24,7 +24,7 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +34,11 @@ from services import (
     TESTS_DIR,
     Postgres,
     Service,
-    bin_path,
     drive,
     free_port,
+    gunicorn,
     http_get,
     http_json,
-    listening_socket,
     python_env,
     wait_until,
 )
@@ -110,48 +109,6 @@ def count_notes(postgres: Postgres, env: dict[str, str], via: str) -> int:
     with contextlib.closing(postgres.connect(env["PGDATABASE"])) as conn:
         row = conn.execute("SELECT count(*) FROM notes_note WHERE via = %s", (via,)).fetchone()
         return int(row[0])
-
-
-@contextlib.contextmanager
-def gunicorn(
-    app: str, worker_class: str, env: dict[str, str], tmp_path: Path, *extra: str
-) -> Iterator[tuple[int, Service]]:
-    """``gunicorn -k worker_class`` with 1 worker and 1000 connections; yields (port, service).
-
-    The listening socket is made here and handed over by descriptor, so the
-    port is known and clients may connect before the worker is up.
-    """
-    sock = listening_socket()
-    port = sock.getsockname()[1]
-    if _gunicorn_has("control_socket_disable"):
-        # Newer gunicorns open a control socket in $HOME: not wanted here.
-        extra = ("--no-control-socket", *extra)
-    argv = [
-        bin_path("gunicorn"),
-        "--worker-class", worker_class,
-        "--workers", "1",
-        "--worker-connections", "1000",
-        "--bind", f"fd://{sock.fileno()}",
-        "--graceful-timeout", "3",
-        "--timeout", "120",
-        "--log-level", "warning",
-        *extra,
-        app,
-    ]  # fmt: skip
-    try:
-        service = Service(
-            argv, tmp_path / "gunicorn.log", env=env, cwd=TESTS_DIR, pass_fds=[sock.fileno()]
-        )
-    finally:
-        sock.close()
-    with service:
-        yield port, service
-
-
-def _gunicorn_has(setting: str) -> bool:
-    from gunicorn.config import KNOWN_SETTINGS
-
-    return any(known.name == setting for known in KNOWN_SETTINGS)
 
 
 def wait_for_app(port: int, service: Service, path: str) -> Any:

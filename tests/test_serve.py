@@ -16,14 +16,13 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from services import bin_path, http_get, listening_socket
+from services import at_once, bin_path, http_get, listening_socket
 
 from asgigreen.serve import ServeError, detect_interface, import_application
 
@@ -207,24 +206,6 @@ def get_json(port: int, path: str) -> Any:
     return json.loads(body)
 
 
-def at_once(clients: int, port: int, path: str) -> tuple[list[Any], float]:
-    results: list[Any] = []
-
-    def client() -> None:
-        try:
-            results.append(get_json(port, path))
-        except Exception as exc:
-            results.append(exc)
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    return results, time.monotonic() - started
-
-
 def assert_clean_exit(server: Served, status: int) -> None:
     output = server.output()
     assert status == 0, output
@@ -243,7 +224,7 @@ def test_serve_the_migration_example_then_ctrl_c(tmp_path: Path) -> None:
         assert get_json(port, "/items/7") == {"id": 7, "name": "item 7"}
         assert get_json(port, "/")["items"] >= 100
         # 50 requests, each waiting 50 ms in time.sleep: together, in one process.
-        results, elapsed = at_once(50, port, "/items/3")
+        results, elapsed = at_once(50, lambda: get_json(port, "/items/3"))
         assert results == [{"id": 3, "name": "item 3"}] * 50
         assert elapsed < 2.5, f"{elapsed:.2f} s"
         assert_clean_exit(server, server.interrupt())
@@ -258,7 +239,7 @@ def test_serve_patches_before_importing_the_app(tmp_path: Path) -> None:
         assert probe["patched_before_import"] is True
         assert probe["asgiref_is_asgigreen"] is True
         assert probe["hub"] == "gevent"
-        results, elapsed = at_once(30, port, "/sleep")
+        results, elapsed = at_once(30, lambda: get_json(port, "/sleep"))
         assert all(isinstance(result, dict) for result in results), results[:3]
         assert elapsed < 3, f"30 requests sleeping 0.3 s took {elapsed:.2f} s"
         assert_clean_exit(server, server.interrupt())
@@ -286,7 +267,7 @@ def test_serve_with_the_threads_hub_and_a_forced_interface(tmp_path: Path) -> No
         assert probe["patched_before_import"] is False
         assert probe["hub"] == "threads"
         assert probe["asgiref_is_asgigreen"] is True
-        results, elapsed = at_once(20, port, "/sleep")
+        results, elapsed = at_once(20, lambda: get_json(port, "/sleep"))
         assert all(isinstance(result, dict) for result in results), results[:3]
         assert elapsed < 3
         assert_clean_exit(server, server.interrupt())
@@ -301,14 +282,14 @@ def test_serve_several_workers_under_uvicorns_supervisor(tmp_path: Path) -> None
         deadline = time.monotonic() + 30
         while len(pids) < 2:
             assert time.monotonic() < deadline, f"one worker only: {pids}"
-            results, _ = at_once(20, port, "/")
+            results, _ = at_once(20, lambda: get_json(port, "/"))
             for probe in results:
                 assert isinstance(probe, dict), probe
                 assert probe["patched_before_import"] is True
                 assert probe["asgiref_is_asgigreen"] is True
                 assert probe["hub"] == "gevent"
                 pids.add(probe["pid"])
-        results, elapsed = at_once(60, port, "/sleep")
+        results, elapsed = at_once(60, lambda: get_json(port, "/sleep"))
         assert all(isinstance(result, dict) for result in results), results[:3]
         assert elapsed < 3
         status = server.interrupt(group=True)  # Ctrl-C reaches the whole group
@@ -368,7 +349,7 @@ def test_gunicorn_worker_class(tmp_path: Path) -> None:
                 time.sleep(0.1)
         assert probe["patched_before_import"] is True
         assert probe["asgiref_is_asgigreen"] is True
-        results, elapsed = at_once(50, port, "/sleep")
+        results, elapsed = at_once(50, lambda: get_json(port, "/sleep"))
         assert all(isinstance(result, dict) for result in results), results[:3]
         assert elapsed < 3
         proc.send_signal(signal.SIGTERM)  # gunicorn's graceful stop
