@@ -73,7 +73,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import quote
 
 from . import hubs
@@ -88,6 +88,8 @@ __all__ = ["AsgiToWsgi", "LifespanFailed"]
 logger = logging.getLogger(__name__)
 
 _Message = dict[str, Any]
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 _BODY_CHUNK_SIZE = 64 * 1024
 _SAFE_PATH_CHARS = "/:@!$&'()*+,;=-._~"
 # PEP 3333: an application must not send these; the WSGI server owns them.
@@ -119,12 +121,41 @@ class LifespanFailed(RuntimeError):
     """
 
 
+# Caches of conversions every request repeats; bounded, since the keys
+# (status codes, header names) come from applications and clients.
+_CACHE_LIMIT = 512
+_status_lines: dict[int, str] = {}
+_response_names: dict[bytes, str | None] = {}
+_request_names: dict[str, bytes] = {
+    "CONTENT_TYPE": b"content-type",
+    "CONTENT_LENGTH": b"content-length",
+}
+
+
+def _remember(cache: dict[_K, _V], key: _K, value: _V) -> _V:
+    if len(cache) < _CACHE_LIMIT:
+        cache[key] = value
+    return value
+
+
 def _status_line(status: int) -> str:
+    line = _status_lines.get(status)
+    if line is not None:
+        return line
     try:
         phrase = HTTPStatus(status).phrase
     except ValueError:
         phrase = "Unknown"
-    return f"{status} {phrase}"
+    return _remember(_status_lines, status, f"{status} {phrase}")
+
+
+def _response_name(name: bytes) -> str | None:
+    """A response header name for WSGI; None for the hop-by-hop ones it must drop."""
+    if not name or not _TOKEN_CHARS.issuperset(name):
+        raise ValueError(f"Malformed response header name {name!r}")
+    if name.lower() in _HOP_BY_HOP:
+        return _remember(_response_names, name, None)
+    return _remember(_response_names, name, name.decode("latin-1"))
 
 
 def _wsgi_headers(headers: Any) -> list[tuple[str, str]]:
@@ -133,14 +164,20 @@ def _wsgi_headers(headers: Any) -> list[tuple[str, str]]:
     for name, value in headers:
         name = bytes(name)
         value = bytes(value)
-        if not name or not _TOKEN_CHARS.issuperset(name):
-            raise ValueError(f"Malformed response header name {name!r}")
+        text = _response_names[name] if name in _response_names else _response_name(name)
         if b"\r" in value or b"\n" in value or b"\0" in value:
             raise ValueError(f"Response header {name!r} has CR, LF or NUL in {value!r}")
-        if name.lower() in _HOP_BY_HOP:
-            continue  # the WSGI server decides the framing and the connection
-        converted.append((name.decode("latin-1"), value.decode("latin-1")))
+        if text is not None:  # hop-by-hop: the WSGI server decides framing and connection
+            converted.append((text, value.decode("latin-1")))
     return converted
+
+
+def _request_name(key: str) -> bytes:
+    """The ASGI header name for a WSGI environ key (``HTTP_X_Y`` -> ``x-y``)."""
+    name = _request_names.get(key)
+    if name is None:
+        name = _remember(_request_names, key, key[5:].replace("_", "-").lower().encode("latin-1"))
+    return name
 
 
 def _park(future: Future[Any]) -> None:
@@ -159,7 +196,6 @@ class _ProcessLoop:
     """The event loop all wrapped applications of this process run on."""
 
     def __init__(self) -> None:
-        self.pid = os.getpid()
         self.ready: Future[asyncio.AbstractEventLoop] = hubs.get_hub().new_future()
         self.loop: asyncio.AbstractEventLoop | None = None
         thread = threading.Thread(target=self._run, name="asgigreen-asgi-to-wsgi", daemon=True)
@@ -185,23 +221,25 @@ _process_loop: _ProcessLoop | None = None
 _process_loop_lock = threading.Lock()
 
 
-def _get_loop() -> asyncio.AbstractEventLoop:
-    """This process's loop, started on first use (and again after a fork)."""
+def _get_runner() -> _ProcessLoop:
+    """This process's loop runner, started on first use (and again after a fork)."""
     global _process_loop
     runner = _process_loop
-    if runner is None or runner.pid != os.getpid():
+    if runner is None:
         with _process_loop_lock:
             runner = _process_loop
-            if runner is None or runner.pid != os.getpid():
+            if runner is None:
                 runner = _process_loop = _ProcessLoop()
     if runner.loop is None:
         _park(runner.ready)
-        return runner.ready.result()
-    return runner.loop
+        runner.ready.result()  # raises if the loop could not start
+    return runner
 
 
 def _reset_after_fork() -> None:
-    global _process_loop_lock
+    # The parent's loop thread does not exist in the child.
+    global _process_loop, _process_loop_lock
+    _process_loop = None
     _process_loop_lock = threading.Lock()
 
 
@@ -369,8 +407,6 @@ class _Exchange:
 
     def begin(self, scope: dict[str, Any]) -> None:
         """Start the application's task (a loop callback)."""
-        self._receive_lock = asyncio.Lock()
-        self._finished = self._loop.create_future()
         self._task = self._loop.create_task(self._run(scope))
 
     async def _run(self, scope: dict[str, Any]) -> None:
@@ -385,10 +421,12 @@ class _Exchange:
             # they must not stop the loop every request shares.
             error = exc
         finally:
-            self._post(("end", error))
             self._close_loop_side()
+            self._post(("end", error), last=True)
 
-    def _post(self, item: tuple[Any, ...], chunk: bool = False, wait: bool = False) -> Any:
+    def _post(
+        self, item: tuple[Any, ...], chunk: bool = False, wait: bool = False, last: bool = False
+    ) -> Any:
         room = None
         with self._lock:
             # The WSGI side drains the mailbox before it parks: only an empty
@@ -399,13 +437,18 @@ class _Exchange:
                 self._queued_chunks += 1
                 if wait and self._queued_chunks >= self._owner.response_buffer:
                     room = self._room = self._loop.create_future()
-        if wake:
+        if last and asyncio._get_running_loop() is self._loop:
+            # The WSGI side is most likely waiting for just this: let it run now.
+            hubs.get_hub().hand_over(self._signal)
+        elif wake:
             self._signal.set()
         return room
 
     async def receive(self) -> _Message:
         """ASGI ``receive()``: body chunks read on demand, then ``http.disconnect``."""
-        assert self._receive_lock is not None and self._finished is not None
+        # Made on first use: most requests never call receive() twice at once.
+        if self._receive_lock is None:
+            self._receive_lock = asyncio.Lock()
         async with self._receive_lock:
             if not (self._loop_disconnected or self._loop_complete):
                 if self._loop_body == "empty":
@@ -424,6 +467,8 @@ class _Exchange:
                             self._loop_body = "done"
                         return {"type": "http.request", "body": data, "more_body": more}
                 # The body was all read: wait for the response to end or the client to leave.
+                if self._finished is None:
+                    self._finished = self._loop.create_future()
                 await asyncio.shield(self._finished)
         return {"type": "http.disconnect"}
 
@@ -502,6 +547,14 @@ class _Exchange:
             hubs.get_hub().call_soon_threadsafe(self._loop, callback, *args)
         except RuntimeError:
             pass  # the loop is closed: the process is going away
+
+    def start(self, scope: dict[str, Any]) -> None:
+        """Start the application on the loop; returns once it has posted something."""
+        try:
+            hubs.get_hub().call_soon_and_wait(self._loop, self._signal, self.begin, scope)
+        except BaseException:
+            self._interrupt()
+            raise
 
     def _next_item(self) -> tuple[Any, ...]:
         """The next message from the loop side; parks this worker until there is one.
@@ -691,8 +744,8 @@ class AsgiToWsgi:
         self.body_chunk_size = body_chunk_size
         self.response_buffer = response_buffer
         self.disconnect_grace = disconnect_grace
-        # Per process: the pid the lifespan below belongs to, and its outcome.
-        self._lifespan_pid: int | None = None
+        # Per process: the loop runner the lifespan below belongs to, and its outcome.
+        self._lifespan_runner: _ProcessLoop | None = None
         self._lifespan: _Lifespan | None = None
         self._started: Future[None] | None = None
         self._lock = threading.Lock()
@@ -708,11 +761,14 @@ class AsgiToWsgi:
         self._ready()
 
     def _ready(self) -> asyncio.AbstractEventLoop:
-        loop = _get_loop()
-        pid = os.getpid()
-        if self._lifespan_pid != pid:
+        runner = _process_loop
+        if runner is None or runner.loop is None:
+            runner = _get_runner()
+        loop = runner.loop
+        assert loop is not None
+        if self._lifespan_runner is not runner:
             with self._lock:
-                if self._lifespan_pid != pid:
+                if self._lifespan_runner is not runner:
                     begun: Future[None] = hubs.get_hub().new_future()
                     self._started = begun
                     if self.lifespan == "off":
@@ -722,7 +778,7 @@ class AsgiToWsgi:
                             self.application, self.lifespan, self.startup_timeout
                         )
                         loop.call_soon_threadsafe(self._begin_lifespan, self._lifespan, begun)
-                    self._lifespan_pid = pid
+                    self._lifespan_runner = runner
         started = self._started
         assert started is not None
         if not started.done():
@@ -751,10 +807,14 @@ class AsgiToWsgi:
         Also run at interpreter exit if not called.
         """
         lifespan = self._lifespan
-        if self._lifespan_pid != os.getpid() or lifespan is None or not lifespan.supported:
-            return
         runner = _process_loop
-        if runner is None or runner.loop is None or runner.pid != os.getpid():
+        if (
+            runner is None
+            or runner.loop is None
+            or self._lifespan_runner is not runner
+            or lifespan is None
+            or not lifespan.supported
+        ):
             return
         done = asyncio.run_coroutine_threadsafe(
             lifespan.shutdown(self.shutdown_timeout), runner.loop
@@ -766,7 +826,7 @@ class AsgiToWsgi:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Any:
         loop = self._ready()
         exchange = _Exchange(self, environ, loop)
-        hubs.get_hub().call_soon_threadsafe(loop, exchange.begin, self.build_scope(environ))
+        exchange.start(self.build_scope(environ))
         status, headers = exchange.head()
         start_response(status, headers)
         body = exchange.completed_body()
@@ -786,16 +846,11 @@ class AsgiToWsgi:
         headers: list[tuple[bytes, bytes]] = []
         for key, value in environ.items():
             if key.startswith("HTTP_"):
-                if key in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
-                    continue
-                name = key[5:].replace("_", "-").lower()
-            elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-                if not value:
-                    continue
-                name = key.replace("_", "-").lower()
-            else:
+                if key == "HTTP_CONTENT_TYPE" or key == "HTTP_CONTENT_LENGTH":
+                    continue  # CGI keeps these two without the prefix
+            elif not (value and (key == "CONTENT_TYPE" or key == "CONTENT_LENGTH")):
                 continue
-            headers.append((name.encode("latin-1"), value.encode("latin-1")))
+            headers.append((_request_name(key), value.encode("latin-1")))
         scope: dict[str, Any] = {
             "type": "http",
             "asgi": dict(_ASGI_VERSIONS),

@@ -198,6 +198,179 @@ async def test_process_wide_serial_executor_is_where_thread_sensitive_work_runs(
     assert await sync_to_async(worker_id)() == executor.submit(worker_id).result(5)
 
 
+# -- handing work to a loop and back ----------------------------------------------------
+
+
+class LoopOnAWorker:
+    """An event loop running on a worker of its own until stopped."""
+
+    def __init__(self) -> None:
+        hub = hubs.get_hub()
+        self.ready: Future[asyncio.AbstractEventLoop] = hub.new_future()
+        self._stop: asyncio.Future[None] | None = None
+        self.done = hub.spawn(lambda: hub.run_on_new_loop(self._main))
+        signal_ = hub.new_signal()
+        self.ready.add_done_callback(lambda _: signal_.set())
+        signal_.wait()
+        self.loop = self.ready.result(0)
+
+    async def _main(self) -> None:
+        self._stop = asyncio.get_running_loop().create_future()
+        self.ready.set_result(asyncio.get_running_loop())
+        await self._stop
+
+    def stop(self) -> None:
+        assert self._stop is not None
+        stop = self._stop
+        hubs.get_hub().call_soon_threadsafe(self.loop, lambda: stop.done() or stop.set_result(None))
+        self.done.result(5)
+
+
+def test_call_soon_and_wait_runs_the_callback_on_the_loop_and_parks_until_signalled() -> None:
+    hub = hubs.get_hub()
+    runner = LoopOnAWorker()
+    try:
+        signal_ = hub.new_signal()
+        seen: dict[str, Any] = {}
+
+        def callback(value: str) -> None:
+            seen["value"] = value
+            seen["loop"] = asyncio.get_running_loop()
+            seen["worker"] = worker_id()
+            # The answer comes a while later, from the loop.
+            asyncio.get_running_loop().call_later(0.05, signal_.set)
+
+        began = time.monotonic()
+        hub.call_soon_and_wait(runner.loop, signal_, callback, "handed")
+        assert time.monotonic() - began >= 0.04
+        assert seen == {"value": "handed", "loop": runner.loop, "worker": seen["worker"]}
+        assert seen["worker"] != worker_id()
+    finally:
+        runner.stop()
+
+
+def test_call_soon_and_wait_with_the_signal_already_set_returns_and_the_loop_runs_on() -> None:
+    hub = hubs.get_hub()
+    runner = LoopOnAWorker()
+    try:
+        signal_ = hub.new_signal()
+        signal_.set()
+        ran = hub.new_signal()
+        hub.call_soon_and_wait(runner.loop, signal_, ran.set)  # consumes the earlier set()
+        ran.wait()  # the callback still ran on the loop
+        again = hub.new_signal()
+        hub.call_soon_and_wait(runner.loop, again, again.set)
+    finally:
+        runner.stop()  # the loop still answers
+
+
+def test_hand_over_wakes_the_worker_parked_on_the_signal() -> None:
+    hub = hubs.get_hub()
+    parked = hub.new_signal()
+    answered = hub.new_signal()
+    woken: list[int] = []
+
+    def wait_for_it() -> None:
+        parked.wait()
+        woken.append(worker_id())
+        answered.set()
+
+    waiter = hub.spawn(wait_for_it)
+    time.sleep(0.02)  # let it park
+    hub.hand_over(parked)
+    answered.wait()
+    waiter.result(5)
+    assert woken and woken[0] != worker_id()
+
+
+@pytest.mark.gevent_only
+def test_gevent_call_soon_and_wait_runs_an_idle_loop_before_queued_greenlets() -> None:
+    import gevent
+
+    hub = hubs.get_hub()
+    runner = LoopOnAWorker()
+    try:
+        gevent.sleep(0.01)  # the loop is now idle in select()
+        order: list[str] = []
+        queued = [gevent.spawn(order.append, f"greenlet {n}") for n in range(3)]
+        signal_ = hub.new_signal()
+
+        def callback() -> None:
+            order.append("loop")
+            signal_.set()
+
+        hub.call_soon_and_wait(runner.loop, signal_, callback)
+        gevent.joinall(queued, timeout=5)
+        assert order[0] == "loop", order
+        assert sorted(order[1:]) == ["greenlet 0", "greenlet 1", "greenlet 2"]
+    finally:
+        runner.stop()
+
+
+@pytest.mark.gevent_only
+def test_gevent_hand_over_runs_the_parked_greenlet_before_the_caller_goes_on() -> None:
+    import gevent
+
+    hub = hubs.get_hub()
+    signal_ = hub.new_signal()
+    order: list[str] = []
+
+    def parked() -> None:
+        signal_.wait()
+        order.append("woken")
+
+    def caller() -> None:
+        hub.hand_over(signal_)
+        order.append("caller goes on")
+
+    waiter = gevent.spawn(parked)
+    gevent.sleep(0)  # parked now
+    gevent.spawn(caller).join(5)
+    waiter.join(5)
+    assert order == ["woken", "caller goes on"]
+
+
+@pytest.mark.gevent_only
+def test_gevent_a_wake_that_comes_too_late_does_not_resume_the_greenlet_elsewhere() -> None:
+    import gevent
+    import gevent.event
+    import greenlet
+
+    hub = hubs.get_hub()
+    signal_ = hub.new_signal()
+    elsewhere = gevent.event.Event()
+    state: list[str] = []
+
+    class Interrupted(Exception):
+        pass
+
+    def parked() -> None:
+        try:
+            signal_.wait()
+        except Interrupted:
+            state.append("interrupted")
+        # Parked somewhere else now; only `elsewhere` may wake it.
+        elsewhere.wait()
+        state.append("woken by elsewhere")
+
+    greenlet_ = gevent.spawn(parked)
+    gevent.sleep(0)
+
+    def wake_then_interrupt() -> None:
+        signal_.set()  # its wake-up waits in gevent's queue...
+        # ...while the greenlet is resumed another way (and this one after it).
+        gevent.get_hub().loop.run_callback(greenlet.getcurrent().switch)
+        greenlet_.throw(Interrupted())
+
+    gevent.spawn(wake_then_interrupt).join(5)
+    gevent.sleep(0.05)  # the queued wake-up has run by now
+    assert state == ["interrupted"]
+    assert not greenlet_.dead
+    elsewhere.set()
+    greenlet_.join(5)
+    assert state == ["interrupted", "woken by elsewhere"]
+
+
 # -- gevent hub settings -------------------------------------------------------------
 
 

@@ -138,6 +138,31 @@ class Hub(abc.ABC):
         """
         loop.call_soon_threadsafe(callback, *args)
 
+    def call_soon_and_wait(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        signal: Signal,
+        callback: Callable[..., object],
+        *args: Any,
+    ) -> None:
+        """Schedule ``callback(*args)`` on ``loop``, then park on ``signal`` until set.
+
+        For a worker that hands work to a loop and waits for the answer. A
+        hub may run the loop at once, instead of after everything already
+        waiting for its turn, when its worker is idle. ``signal`` must be the
+        current worker's. Raises ``RuntimeError`` if the loop is closed.
+        """
+        self.call_soon_threadsafe(loop, callback, *args)
+        signal.wait()
+
+    def hand_over(self, signal: Signal) -> None:
+        """Set ``signal``, for a caller with nothing urgent left to do.
+
+        A hub may run the worker parked on it at once and resume the caller
+        afterwards, instead of after everything already waiting its turn.
+        """
+        signal.set()
+
     # -- how async code is run for a sync caller ----------------------------
 
     @abc.abstractmethod

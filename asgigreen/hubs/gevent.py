@@ -39,14 +39,14 @@ from concurrent.futures import Executor, Future
 from typing import Any, TypeVar
 
 import gevent.local
-from gevent.hub import Waiter, get_hub
+from gevent.hub import get_hub
 from gevent.monkey import get_original
 from gevent.threadpool import ThreadPool
 from greenlet import getcurrent, greenlet, settrace
 
 from .._runner import run_on_fresh_loop, run_to_completion
 from ..current_thread_executor import CurrentThreadExecutor
-from . import Hub
+from . import Hub, Signal
 from . import get_hub as get_asgigreen_hub
 
 __all__ = ["GeventHub", "configure"]
@@ -209,24 +209,76 @@ class _Home:
         return answer is not _DETACHED
 
 
+class _Spot:
+    """Where one greenlet parks until it is woken, through gevent's hub or directly.
+
+    Unlike gevent's ``Waiter``, a parked greenlet can also be *taken*: a
+    greenlet about to park anyway switches straight into it, skipping the
+    queue of hub callbacks. A wake that comes after the greenlet left the
+    spot (it was resumed another way, e.g. by a ``Timeout``) is dropped, so
+    it can never resume the greenlet somewhere else; if the greenlet parked
+    here again meanwhile, it is woken early, which every user of a spot
+    tolerates (they re-check what they wait for).
+    """
+
+    __slots__ = ("_hub", "_parked", "_scheduled")
+
+    def __init__(self, hub: Any) -> None:
+        self._hub = hub
+        self._parked: greenlet | None = None
+        self._scheduled = False
+
+    def park(self, via: greenlet | None = None, *, requeue: bool = False) -> None:
+        """Park the current greenlet; switch to ``via`` (taken elsewhere) or to the hub.
+
+        ``requeue``: wake it again as soon as the hub gets control (a yield).
+        """
+        self._parked = getcurrent()
+        if requeue:
+            self.wake()
+        try:
+            (via or self._hub).switch()
+        finally:
+            self._parked = None
+
+    def wake(self) -> None:
+        """Resume the parked greenlet from gevent's hub soon (home thread only)."""
+        if self._parked is not None and not self._scheduled:
+            self._scheduled = True
+            self._hub.loop.run_callback(self.resume)
+
+    def resume(self, *_: Any) -> None:
+        """Resume the parked greenlet now; called by gevent's hub (and its watchers)."""
+        self._scheduled = False
+        parked = self._parked
+        if parked is not None:
+            parked.switch()
+
+    def take(self) -> greenlet | None:
+        """The parked greenlet, for the caller to switch into; it no longer waits here."""
+        parked, self._parked = self._parked, None
+        return parked
+
+
 class _GreenSignal:
     """:class:`~asgigreen.hubs.Signal` for a greenlet; set from any thread."""
 
-    __slots__ = ("_flag", "_home", "_waiter")
+    __slots__ = ("_flag", "_home", "_spot")
 
     def __init__(self, home: _Home) -> None:
         self._home = home
         self._flag = False
-        self._waiter: Waiter | None = None
+        self._spot = _Spot(home.hub)
 
-    def wait(self) -> None:
+    def wait(self, via: greenlet | None = None) -> None:
+        """Park until set; the first switch goes to ``via`` if given (a taken greenlet)."""
         while not self._flag:
-            waiter = self._waiter = Waiter(self._home.hub)
-            try:
-                waiter.get()
-            finally:
-                self._waiter = None
+            self._spot.park(via)
+            via = None
         self._flag = False
+
+    def is_set(self) -> bool:
+        return self._flag
 
     def set(self) -> None:
         if _native_ident() == self._home.thread:
@@ -236,10 +288,23 @@ class _GreenSignal:
 
     def _set_here(self) -> None:
         self._flag = True
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            self._home.hub.loop.run_callback(waiter.switch, None)
+        self._spot.wake()
+
+    def hand_over(self) -> None:
+        """Set; a greenlet parked here runs at once, the caller once the hub has control."""
+        if not self._home.here():
+            self.set()
+            return
+        self._flag = True
+        parked = self._spot.take()
+        if parked is None:
+            return
+        # A loop's greenlet yields where call_soon_and_wait() can take it too.
+        loop = _get_running_loop()
+        if isinstance(loop, _GreenEventLoop):
+            loop.yield_to(parked)
+        else:
+            _Spot(self._home.hub).park(via=parked, requeue=True)
 
 
 class _NativeSignal:
@@ -500,7 +565,8 @@ class _GreenSelector(selectors.BaseSelector):
         self._home = home
         self._native = native()
         self._readable = home.hub.loop.io(self._native.fileno(), 1)
-        self._waiter: Waiter | None = None
+        self._readable_seen = False
+        self._spot = _Spot(home.hub)
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         ready = self._native.select(0)
@@ -508,30 +574,42 @@ class _GreenSelector(selectors.BaseSelector):
             return ready
         if _native_ident() != self._home.thread:
             return self._native.select(timeout)
-        self._park(timeout)
-        return self._native.select(0)
+        if self._park(timeout):
+            return self._native.select(0)
+        # A timeout or a wake-up: any I/O that arrived meanwhile is seen on
+        # the loop's next pass, which polls again.
+        return []
 
-    def _park(self, timeout: float | None) -> None:
-        loop = self._home.hub.loop
-        waiter = self._waiter = Waiter(self._home.hub)
-        self._readable.start(waiter.switch, None)
-        timer = None if timeout is None else loop.timer(timeout)
+    def _park(self, timeout: float | None) -> bool:
+        """Park until readable (then True), the timeout, or a wake-up."""
+        self._readable_seen = False
+        self._readable.start(self._on_readable)
+        timer = None if timeout is None else self._home.hub.loop.timer(timeout)
         if timer is not None:
-            timer.start(waiter.switch, None)
+            timer.start(self._spot.resume)
         try:
-            waiter.get()
+            self._spot.park()
         finally:
-            self._waiter = None
             self._readable.stop()
             if timer is not None:
                 timer.close()
+        return self._readable_seen
+
+    def _on_readable(self) -> None:
+        self._readable_seen = True
+        self._spot.resume()
 
     def wake(self) -> None:
         """End a :meth:`select` parked in this OS thread."""
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            self._home.hub.loop.run_callback(waiter.switch, None)
+        self._spot.wake()
+
+    def take_parked(self) -> greenlet | None:
+        """The loop's greenlet if it is parked in :meth:`select`, to switch into directly."""
+        return self._spot.take()
+
+    def yield_to(self, target: greenlet) -> None:
+        """Switch to ``target``; the hub resumes the caller soon, or a taker sooner."""
+        self._spot.park(via=target, requeue=True)
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
         return self._native.register(fileobj, events, data)
@@ -573,6 +651,21 @@ class _GreenEventLoop(asyncio.SelectorEventLoop):
         """``call_soon_threadsafe`` for a caller on the loop's own OS thread."""
         self.call_soon(callback, *args)
         self._green_selector.wake()
+
+    def wake(self) -> None:
+        """End a select() this loop is parked in (a caller on the loop's OS thread)."""
+        self._green_selector.wake()
+
+    def take_parked(self) -> greenlet | None:
+        """The greenlet running this loop if it is idle; the caller must switch to it.
+
+        Idle: parked in select(), or yielding (see :meth:`yield_to`).
+        """
+        return self._green_selector.take_parked()
+
+    def yield_to(self, target: greenlet) -> None:
+        """From this loop's greenlet: let ``target`` run first (see take_parked)."""
+        self._green_selector.yield_to(target)
 
     def abandon_after_fork(self) -> None:
         """Release this loop's descriptors in a forked child without closing it.
@@ -748,6 +841,36 @@ class GeventHub(Hub):
             loop.wake_with(callback, *args)
         else:
             loop.call_soon_threadsafe(callback, *args)
+
+    def call_soon_and_wait(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        signal: Signal,
+        callback: Callable[..., object],
+        *args: Any,
+    ) -> None:
+        if not (
+            isinstance(loop, _GreenEventLoop)
+            and isinstance(signal, _GreenSignal)
+            and self._home.here()
+            and not loop.is_closed()
+            and not loop.get_debug()
+        ):
+            super().call_soon_and_wait(loop, signal, callback, *args)
+            return
+        # The loop's greenlet, if it is idle: the caller is about to park
+        # anyway, so it switches straight there (unless it won't park at all).
+        idle = None if signal.is_set() else loop.take_parked()
+        loop.call_soon(callback, *args)
+        if idle is None:
+            loop.wake()
+        signal.wait(via=idle)
+
+    def hand_over(self, signal: Signal) -> None:
+        if isinstance(signal, _GreenSignal):
+            signal.hand_over()
+        else:
+            signal.set()
 
     # -- how async code is run for a sync caller ------------------------------
 
