@@ -172,6 +172,25 @@ def test_scope_raw_path_prefers_the_server_raw_uri_and_tolerates_gaps() -> None:
     assert adapter.build_scope(environ)["client"] == ("127.0.0.1", 0)
 
 
+def test_scope_headers_keep_empty_values_and_many_distinct_names_stay_correct() -> None:
+    from asgigreen import asgi_to_wsgi as module
+
+    adapter = AsgiToWsgi(tiny, lifespan="off")
+    environ = environ_for("/", HTTP_X_EMPTY="", CONTENT_TYPE="", HTTP_X_SEEN="1")
+    headers = adapter.build_scope(environ)["headers"]
+    assert (b"x-empty", b"") in headers
+    assert (b"x-seen", b"1") in headers
+    assert not any(name == b"content-type" for name, _ in headers)
+    # Clients choose header names: the conversions remembered stay bounded,
+    # and names past the bound still convert.
+    many = {f"HTTP_X_NAME_{n}": str(n) for n in range(3 * module._CACHE_LIMIT)}
+    headers = adapter.build_scope(environ_for("/", **many))["headers"]
+    assert len(module._request_names) <= module._CACHE_LIMIT
+    last = 3 * module._CACHE_LIMIT - 1
+    assert (f"x-name-{last}".encode(), str(last).encode()) in headers
+    assert sum(name.startswith(b"x-name-") for name, _ in headers) == len(many)
+
+
 # -- direct calls ----------------------------------------------------------------------
 
 

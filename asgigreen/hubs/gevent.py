@@ -214,19 +214,17 @@ class _Spot:
 
     Unlike gevent's ``Waiter``, a parked greenlet can also be *taken*: a
     greenlet about to park anyway switches straight into it, skipping the
-    queue of hub callbacks. A wake that comes after the greenlet left the
-    spot (it was resumed another way, e.g. by a ``Timeout``) is dropped, so
-    it can never resume the greenlet somewhere else; if the greenlet parked
-    here again meanwhile, it is woken early, which every user of a spot
-    tolerates (they re-check what they wait for).
+    queue of hub callbacks. A wake-up still queued when the greenlet leaves
+    the spot (taken, or resumed another way such as a ``Timeout``) is
+    cancelled, so it can never resume the greenlet somewhere else.
     """
 
-    __slots__ = ("_hub", "_parked", "_scheduled")
+    __slots__ = ("_hub", "_parked", "_queued")
 
     def __init__(self, hub: Any) -> None:
         self._hub = hub
         self._parked: greenlet | None = None
-        self._scheduled = False
+        self._queued: Any = None  # gevent's handle of the queued wake-up
 
     def park(self, via: greenlet | None = None, *, requeue: bool = False) -> None:
         """Park the current greenlet; switch to ``via`` (taken elsewhere) or to the hub.
@@ -240,16 +238,16 @@ class _Spot:
             (via or self._hub).switch()
         finally:
             self._parked = None
+            self._unqueue()
 
     def wake(self) -> None:
         """Resume the parked greenlet from gevent's hub soon (home thread only)."""
-        if self._parked is not None and not self._scheduled:
-            self._scheduled = True
-            self._hub.loop.run_callback(self.resume)
+        if self._parked is not None and self._queued is None:
+            self._queued = self._hub.loop.run_callback(self.resume)
 
     def resume(self, *_: Any) -> None:
         """Resume the parked greenlet now; called by gevent's hub (and its watchers)."""
-        self._scheduled = False
+        self._unqueue()
         parked = self._parked
         if parked is not None:
             parked.switch()
@@ -257,7 +255,14 @@ class _Spot:
     def take(self) -> greenlet | None:
         """The parked greenlet, for the caller to switch into; it no longer waits here."""
         parked, self._parked = self._parked, None
+        self._unqueue()
         return parked
+
+    def _unqueue(self) -> None:
+        queued = self._queued
+        if queued is not None:
+            self._queued = None
+            queued.stop()
 
 
 class _GreenSignal:
