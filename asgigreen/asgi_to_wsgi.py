@@ -36,7 +36,12 @@ with it until the application is done and moves the data:
 
 The two sides meet through a mailbox: the loop side appends messages and
 sets the hub's :class:`~asgigreen.hubs.Signal` the WSGI worker parks on;
-the WSGI side hands data back with ``loop.call_soon_threadsafe``.
+the WSGI side hands data back with the hub's ``call_soon_threadsafe``. The
+two hand-offs every request makes go through the hub's quicker paths:
+:meth:`~asgigreen.hubs.Hub.call_soon_and_wait` to start the application and
+:meth:`~asgigreen.hubs.Hub.hand_over` when it ends, so on the gevent hub an
+idle loop starts the request at once and the finished response goes out at
+once, instead of each waiting behind every greenlet already queued.
 
 Errors raised by the application before it starts the response are
 re-raised from the WSGI call, so the WSGI server (and error-reporting

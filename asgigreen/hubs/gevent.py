@@ -16,6 +16,8 @@ one OS thread. Three mechanisms make the bridges work there:
   control back when the work ends, with no trip through gevent's hub. If the
   work blocks, gevent's hub runs and hands control back to the caller (the
   job is "detached"); the outcome then arrives through an ordinary wake-up.
+  Likewise a greenlet handing work to an idle event loop, or a loop handing
+  a result to a parked greenlet, switches straight there (``_Spot``).
 
 Real threads: blocking C code (a database driver without gevent support,
 CPU-bound work) on a greenlet stalls every greenlet. ``real_thread=True`` on
