@@ -53,6 +53,7 @@ class StatelessServer:
         self.application = application
         self.max_applications = max_applications
         self.application_instances: dict[Any, ApplicationInstance] = {}
+        self._reports: set[asyncio.Future[None]] = set()
 
     # -- running -------------------------------------------------------------
 
@@ -101,13 +102,26 @@ class StatelessServer:
 
         An existing instance is reused (and marked as just used; ``scope`` is
         then ignored). Otherwise a new instance is started with ``scope``,
-        first evicting the least recently used ones if the pool is full.
-        Must be called from inside the running event loop.
+        first evicting the least recently used ones if the pool is full. An
+        instance that has finished counts as gone even before
+        :meth:`application_checker` sweeps it (asgiref would hand back its
+        queue, where nobody reads a new message); if it crashed, its
+        exception still goes to :meth:`application_exception`. Must be
+        called from inside the running event loop.
         """
         existing = self.application_instances.get(scope_id)
         if existing is not None:
-            existing["last_used"] = time.time()
-            return existing["input_queue"]
+            future = existing["future"]
+            if not future.done():
+                existing["last_used"] = time.time()
+                return existing["input_queue"]
+            del self.application_instances[scope_id]
+            failure = None if future.cancelled() else future.exception()
+            if failure is not None:
+                report = asyncio.ensure_future(self.application_exception(failure, existing))
+                # The loop keeps only weak references to tasks.
+                self._reports.add(report)
+                report.add_done_callback(self._reports.discard)
 
         while self.application_instances and (
             len(self.application_instances) >= self.max_applications

@@ -290,6 +290,33 @@ async def test_finished_instances_are_dropped_silently(clients: list[UDPClient])
 
 
 @pytest.mark.asyncio
+async def test_a_message_for_a_finished_instance_starts_a_new_one_before_any_sweep(
+    clients: list[UDPClient],
+) -> None:
+    server = UDPServer(counting_app)
+    server.application_checker_interval = 60  # no sweep during this test
+    task = await start(server)
+    client = await new_client(clients, server)
+    assert await client.ask(b"one") == b"1:one"
+    assert await client.ask(b"quit") == b"bye"
+    # Not lost in the finished instance's queue: a fresh instance answers.
+    assert await client.ask(b"again") == b"1:again"
+
+    assert client.transport is not None
+    client.transport.sendto(b"crash")
+    for _ in range(200):
+        if server.application_instances[client.address]["future"].done():
+            break
+        await asyncio.sleep(0.01)
+    assert await client.ask(b"after") == b"1:after"
+    await asyncio.sleep(0.01)  # the crash report runs as a task of its own
+    [(exception, details)] = server.reported  # reported once, not lost either
+    assert isinstance(exception, ValueError)
+    assert details["scope"]["client"] == client.address
+    await stop(server, task)
+
+
+@pytest.mark.asyncio
 async def test_checker_tolerates_instances_cancelled_from_outside() -> None:
     server = StatelessServer(counting_app)
     server.application_checker_interval = 0.01

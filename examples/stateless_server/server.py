@@ -70,10 +70,6 @@ class LineServer(StatelessServer):
                 if not user:
                     continue
                 self.writers[user] = writer
-                finished = self.application_instances.get(user)
-                if finished is not None and finished["future"].done():
-                    # It said goodbye; the periodic sweep has not dropped it yet.
-                    self.delete_application_instance(user)
                 queue = self.get_or_create_application_instance(
                     user, {"type": "line", "user": user}
                 )
