@@ -836,16 +836,23 @@ class GeventHub(Hub):
         if not loop.is_closed():
             self.call_soon_threadsafe(loop, callback, *args)
 
-    def call_soon_threadsafe(
-        self, loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: Any
-    ) -> None:
+    def _green_loop_here(self, loop: asyncio.AbstractEventLoop) -> _GreenEventLoop | None:
+        """``loop`` if it is an open loop of this hub on the caller's OS thread."""
         if (
             isinstance(loop, _GreenEventLoop)
             and _native_ident() == self._home.thread
             and not loop.is_closed()
             and not loop.get_debug()  # debug mode rejects call_soon from other greenlets
         ):
-            loop.wake_with(callback, *args)
+            return loop
+        return None
+
+    def call_soon_threadsafe(
+        self, loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: Any
+    ) -> None:
+        green = self._green_loop_here(loop)
+        if green is not None:
+            green.wake_with(callback, *args)
         else:
             loop.call_soon_threadsafe(callback, *args)
 
@@ -856,21 +863,16 @@ class GeventHub(Hub):
         callback: Callable[..., object],
         *args: Any,
     ) -> None:
-        if not (
-            isinstance(loop, _GreenEventLoop)
-            and isinstance(signal, _GreenSignal)
-            and self._home.here()
-            and not loop.is_closed()
-            and not loop.get_debug()
-        ):
+        green = self._green_loop_here(loop)
+        if green is None or not isinstance(signal, _GreenSignal) or not self._home.here():
             super().call_soon_and_wait(loop, signal, callback, *args)
             return
         # The loop's greenlet, if it is idle: the caller is about to park
         # anyway, so it switches straight there (unless it won't park at all).
-        idle = None if signal.is_set() else loop.take_parked()
-        loop.call_soon(callback, *args)
+        idle = None if signal.is_set() else green.take_parked()
+        green.call_soon(callback, *args)
         if idle is None:
-            loop.wake()
+            green.wake()
         signal.wait(via=idle)
 
     def hand_over(self, signal: Signal) -> None:
