@@ -403,6 +403,31 @@ def test_an_interrupted_worker_cancels_the_app() -> None:
     assert cancelled.wait(2)
 
 
+@pytest.mark.gevent_only
+def test_a_worker_interrupted_before_the_response_starts_cancels_the_app() -> None:
+    import gevent
+
+    cancelled = threading.Event()
+
+    async def hesitant(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    adapter = AsgiToWsgi(hesitant, lifespan="off")
+    began = time.monotonic()
+    with pytest.raises(gevent.Timeout), gevent.Timeout(0.2):
+        adapter(environ_for("/"), Answer().start_response)
+    assert time.monotonic() - began < 2
+    assert cancelled.wait(2)
+    # The loop every request shares still serves.
+    answer, body = call(AsgiToWsgi(tiny, lifespan="off"), environ_for("/", "POST", b"still"))
+    assert answer.status.startswith("200")
+    assert body == b"still"
+
+
 # -- an in-process server ------------------------------------------------------------
 
 
