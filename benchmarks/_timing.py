@@ -32,6 +32,7 @@ __all__ = [
     "Table",
     "WorkerProcess",
     "describe_error",
+    "gevent_patched",
     "measure_pair",
     "read_status_kb",
     "reset_peak_rss",
@@ -40,6 +41,12 @@ __all__ = [
 
 #: Runs ``n`` units of work and returns the seconds they took.
 Batch = Callable[[int], float]
+
+
+def gevent_patched() -> bool:
+    """Whether gevent has monkeypatched threading in this process."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and bool(monkey.is_module_patched("threading"))
 
 
 @dataclass(frozen=True)

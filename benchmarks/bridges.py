@@ -52,6 +52,7 @@ from _timing import (  # noqa: E402
     Table,
     WorkerProcess,
     describe_error,
+    gevent_patched,
     measure_pair,
     read_status_kb,
     reset_peak_rss,
@@ -108,17 +109,6 @@ ROWS = (
         patched_only=True,
     ),
 )
-
-
-def gevent_patched() -> bool:
-    """Whether gevent has monkeypatched threading in this process."""
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is None:
-        return False
-    try:
-        return bool(monkey.is_module_patched("threading"))
-    except Exception:
-        return False
 
 
 # -- the work both libraries are timed on -----------------------------------

@@ -51,15 +51,17 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
-from _timing import Batch, PairResult, Settings, Table, measure_pair  # noqa: E402
+from _timing import (  # noqa: E402
+    Batch,
+    PairResult,
+    Settings,
+    Table,
+    gevent_patched,
+    measure_pair,
+)
 
 GROUP_SIZE = 1000
 TARGET = 1.0
-
-
-def gevent_patched() -> bool:
-    monkey = sys.modules.get("gevent.monkey")
-    return bool(monkey and monkey.is_module_patched("threading"))
 
 
 @dataclass(frozen=True)

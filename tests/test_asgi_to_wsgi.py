@@ -35,19 +35,14 @@ import asgi_to_wsgi_app as sample
 import pytest
 from services import Service, at_once, gunicorn, http_get, wait_until
 
+from asgigreen import hubs
 from asgigreen.asgi_to_wsgi import AsgiToWsgi, LifespanFailed
 
 pytestmark = pytest.mark.timeout(180)
 
 TESTS_DIR = Path(__file__).resolve().parent
 
-
-def _gevent_patched() -> bool:
-    monkey = sys.modules.get("gevent.monkey")
-    return monkey is not None and bool(monkey.is_module_patched("threading"))
-
-
-GEVENT_MODE = _gevent_patched()
+GEVENT_MODE = hubs.get_hub().name == "gevent"
 
 
 def environ_for(path: str = "/", method: str = "GET", body: bytes = b"", **extra: Any) -> Any:

@@ -33,17 +33,6 @@ from asgigreen.wsgi import (
 Environ = dict[str, Any]
 
 
-def _gevent_patched() -> bool:
-    monkey = sys.modules.get("gevent.monkey")
-    return monkey is not None and bool(monkey.is_module_patched("threading"))
-
-
-# The markers select tests; these skips keep each test out of the other mode.
-GEVENT_MODE = _gevent_patched()
-skip_under_gevent = pytest.mark.skipif(GEVENT_MODE, reason="threads hub only")
-skip_under_threads = pytest.mark.skipif(not GEVENT_MODE, reason="gevent hub only")
-
-
 def make_scope(**overrides: Any) -> dict[str, Any]:
     scope: dict[str, Any] = {
         "type": "http",
@@ -328,7 +317,6 @@ async def test_workers_are_reused_and_the_idle_list_is_bounded() -> None:
 
 @pytest.mark.asyncio
 @pytest.mark.threads_only
-@skip_under_gevent
 async def test_threads_hub_worker_is_another_os_thread() -> None:
     native: list[int] = []
 
@@ -342,7 +330,6 @@ async def test_threads_hub_worker_is_another_os_thread() -> None:
 
 @pytest.mark.asyncio
 @pytest.mark.gevent_only
-@skip_under_threads
 async def test_gevent_hub_worker_is_a_greenlet() -> None:
     import greenlet
 

@@ -306,12 +306,11 @@ class _GreenSignal:
         parked = self._spot.take()
         if parked is None:
             return
-        # A loop's greenlet yields where call_soon_and_wait() can take it too.
+        # A loop's greenlet yields at its loop's spot, where call_soon_and_wait()
+        # can take it too.
         loop = _get_running_loop()
-        if isinstance(loop, _GreenEventLoop):
-            loop.yield_to(parked)
-        else:
-            _Spot(self._home.hub).park(via=parked, requeue=True)
+        spot = loop.spot if isinstance(loop, _GreenEventLoop) else _Spot(self._home.hub)
+        spot.park(via=parked, requeue=True)
 
 
 class _NativeSignal:
@@ -564,8 +563,8 @@ class _GreenSelector(selectors.BaseSelector):
     """A native selector whose blocking waits let other greenlets run.
 
     Polls without blocking first; only when nothing is ready does it park
-    the greenlet until the native selector's own descriptor is readable, the
-    timeout passes, or :meth:`wake` is called.
+    the greenlet at :attr:`spot` until the native selector's own descriptor
+    is readable, the timeout passes, or the spot is woken.
     """
 
     def __init__(self, home: _Home, native: type[selectors.EpollSelector]) -> None:
@@ -573,7 +572,9 @@ class _GreenSelector(selectors.BaseSelector):
         self._native = native()
         self._readable = home.hub.loop.io(self._native.fileno(), 1)
         self._readable_seen = False
-        self._spot = _Spot(home.hub)
+        #: Where the loop's greenlet parks: in select(), or yielding to a
+        #: greenlet it handed a result (see ``_GreenSignal.hand_over``).
+        self.spot = _Spot(home.hub)
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         ready = self._native.select(0)
@@ -593,9 +594,9 @@ class _GreenSelector(selectors.BaseSelector):
         self._readable.start(self._on_readable)
         timer = None if timeout is None else self._home.hub.loop.timer(timeout)
         if timer is not None:
-            timer.start(self._spot.resume)
+            timer.start(self.spot.resume)
         try:
-            self._spot.park()
+            self.spot.park()
         finally:
             self._readable.stop()
             if timer is not None:
@@ -604,19 +605,7 @@ class _GreenSelector(selectors.BaseSelector):
 
     def _on_readable(self) -> None:
         self._readable_seen = True
-        self._spot.resume()
-
-    def wake(self) -> None:
-        """End a :meth:`select` parked in this OS thread."""
-        self._spot.wake()
-
-    def take_parked(self) -> greenlet | None:
-        """The loop's greenlet if it is parked in :meth:`select`, to switch into directly."""
-        return self._spot.take()
-
-    def yield_to(self, target: greenlet) -> None:
-        """Switch to ``target``; the hub resumes the caller soon, or a taker sooner."""
-        self._spot.park(via=target, requeue=True)
+        self.spot.resume()
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
         return self._native.register(fileobj, events, data)
@@ -644,6 +633,8 @@ class _GreenEventLoop(asyncio.SelectorEventLoop):
 
     def __init__(self, home: _Home, native: type[selectors.EpollSelector]) -> None:
         self._green_selector = _GreenSelector(home, native)
+        #: The spot the loop's greenlet parks at when idle (see _GreenSelector).
+        self.spot = self._green_selector.spot
         super().__init__(self._green_selector)
 
     def _make_self_pipe(self) -> None:
@@ -657,22 +648,7 @@ class _GreenEventLoop(asyncio.SelectorEventLoop):
     def wake_with(self, callback: Callable[..., Any], *args: Any) -> None:
         """``call_soon_threadsafe`` for a caller on the loop's own OS thread."""
         self.call_soon(callback, *args)
-        self._green_selector.wake()
-
-    def wake(self) -> None:
-        """End a select() this loop is parked in (a caller on the loop's OS thread)."""
-        self._green_selector.wake()
-
-    def take_parked(self) -> greenlet | None:
-        """The greenlet running this loop if it is idle; the caller must switch to it.
-
-        Idle: parked in select(), or yielding (see :meth:`yield_to`).
-        """
-        return self._green_selector.take_parked()
-
-    def yield_to(self, target: greenlet) -> None:
-        """From this loop's greenlet: let ``target`` run first (see take_parked)."""
-        self._green_selector.yield_to(target)
+        self.spot.wake()
 
     def abandon_after_fork(self) -> None:
         """Release this loop's descriptors in a forked child without closing it.
@@ -869,10 +845,10 @@ class GeventHub(Hub):
             return
         # The loop's greenlet, if it is idle: the caller is about to park
         # anyway, so it switches straight there (unless it won't park at all).
-        idle = None if signal.is_set() else green.take_parked()
+        idle = None if signal.is_set() else green.spot.take()
         green.call_soon(callback, *args)
         if idle is None:
-            green.wake()
+            green.spot.wake()
         signal.wait(via=idle)
 
     def hand_over(self, signal: Signal) -> None:
