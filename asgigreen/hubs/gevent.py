@@ -3,10 +3,10 @@
 For gevent-monkeypatched processes, where "threads" are greenlets sharing
 one OS thread. Three mechanisms make the bridges work there:
 
-* **A running loop per greenlet.** asyncio records the running loop per OS
-  thread, so every greenlet would see a loop that another greenlet runs. A
-  greenlet switch tracer parks the running loop of the greenlet switched
-  away from and restores the one of the greenlet switched to.
+* **asyncio's per-thread state per greenlet.** asyncio records the running
+  loop (and on 3.14+ the running task) per OS thread, so every greenlet
+  would see a loop that another greenlet runs. A greenlet switch tracer
+  keeps that state per greenlet (:mod:`asgigreen.hubs._asyncio_state`).
 * **Greenlet workers.** Thread-sensitive work runs on long-lived worker
   greenlets (one process-wide, one per ``ThreadSensitiveContext``) or on the
   greenlet blocked in ``async_to_sync``; other work on a greenlet per call,
@@ -44,11 +44,11 @@ import gevent.local
 from gevent.hub import get_hub
 from gevent.monkey import get_original
 from gevent.threadpool import ThreadPool
-from greenlet import getcurrent, greenlet, settrace
+from greenlet import getcurrent, greenlet
 
 from .._runner import run_on_fresh_loop, run_to_completion
 from ..current_thread_executor import CurrentThreadExecutor
-from . import Hub, Signal
+from . import Hub, Signal, _asyncio_state
 from . import get_hub as get_asgigreen_hub
 
 __all__ = ["GeventHub", "configure"]
@@ -58,7 +58,6 @@ _T = TypeVar("_T")
 _native_ident: Callable[[], int] = get_original("_thread", "get_ident")
 _native_lock: Callable[[], Any] = get_original("_thread", "allocate_lock")
 _get_running_loop = asyncio.events._get_running_loop
-_set_running_loop = asyncio.events._set_running_loop
 
 # Greenlets allowed to run non-thread-sensitive calls at once; more wait in
 # line. Each running call holds a greenlet (about 10 KB while parked), so the
@@ -85,38 +84,6 @@ def _env_int(name: str, default: int) -> int:
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-# -- the running loop, per greenlet -------------------------------------------
-
-# Greenlets switched away from while an event loop was running in them.
-_parked_loops: dict[greenlet, asyncio.AbstractEventLoop] = {}
-_chained_tracer: Any = None
-
-
-def _track_running_loop(event: str, args: tuple[greenlet, greenlet]) -> None:
-    if event in ("switch", "throw"):
-        origin, target = args
-        running = _get_running_loop()
-        if running is not None:
-            # A dying greenlet has left its loop; don't keep it alive.
-            if not origin.dead:
-                _parked_loops[origin] = running
-            _set_running_loop(_parked_loops.pop(target, None))
-        elif _parked_loops:
-            _parked_loops.pop(origin, None)
-            resumed = _parked_loops.pop(target, None)
-            if resumed is not None:
-                _set_running_loop(resumed)
-    if _chained_tracer is not None:
-        _chained_tracer(event, args)
-
-
-def _install_tracer() -> None:
-    global _chained_tracer
-    previous = settrace(_track_running_loop)
-    if previous is not _track_running_loop:
-        _chained_tracer = previous
 
 
 # -- jobs and direct switches -------------------------------------------------
@@ -722,7 +689,7 @@ class GeventHub(Hub):
         self._real_pool: _RealThreadWorker | None = None
 
     def activate(self) -> None:
-        _install_tracer()
+        _asyncio_state.install()
 
     def after_fork_in_child(self) -> None:
         super().after_fork_in_child()

@@ -12,7 +12,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from .._runner import run_on_fresh_loop
-from . import Hub
+from . import Hub, _gevent_patched_threading
 
 __all__ = ["ThreadsHub"]
 
@@ -186,6 +186,16 @@ class ThreadsHub(Hub):
         self._loop_threads: ThreadPoolExecutor | None = None
         self._pool: _ThreadPool | None = None
         self._pool_lock = threading.Lock()
+
+    def activate(self) -> None:
+        # Chosen on purpose in a gevent-patched process (ASGIGREEN_HUB=threads),
+        # this hub's "threads" are greenlets: asyncio's per-thread state has to
+        # follow them, or a worker finishing a future of a loop parked in
+        # another greenlet takes it for its own and never wakes it (gevent#2213).
+        if _gevent_patched_threading():
+            from ._asyncio_state import install
+
+            install()
 
     def worker_id(self) -> int:
         return threading.get_ident()
