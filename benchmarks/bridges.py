@@ -364,6 +364,91 @@ def inflight_main(library: str, calls: int, sleep: float, hold: float, timeout: 
 # -- driver ------------------------------------------------------------------
 
 
+# -- the switch tracer's cost (asgigreen only: asgiref has no tracer) ----------
+
+SWITCH_PAIRS = 200_000
+SWITCH_ROUNDS = 9
+
+
+def _switch_ns(pairs: int) -> float:
+    """Nanoseconds per greenlet switch: ``pairs`` round trips to a partner greenlet."""
+    from greenlet import getcurrent, greenlet
+
+    here = getcurrent()
+    running = True
+
+    def partner() -> None:
+        while running:
+            here.switch()
+
+    other = greenlet(partner)
+    other.switch()  # started, parked in its loop
+    start = time.perf_counter()
+    for _ in range(pairs):
+        other.switch()
+    elapsed = time.perf_counter() - start
+    running = False
+    other.switch()  # let it end
+    return elapsed / (2 * pairs) * 1e9
+
+
+def _switch_ns_with_loop(pairs: int) -> float:
+    """As :func:`_switch_ns`, from inside a task step of a running event loop."""
+
+    async def main() -> float:
+        return _switch_ns(pairs)
+
+    return asyncio.run(main())
+
+
+def switch_main(pairs: int, rounds: int) -> None:
+    """Time a greenlet switch without and with the tracer; print one JSON line."""
+    from greenlet import settrace
+
+    from asgigreen.hubs import _asyncio_state
+
+    def median(measure: Callable[[int], float]) -> float:
+        samples = sorted(measure(pairs) for _ in range(rounds))
+        return samples[len(samples) // 2]
+
+    previous = settrace(None)
+    bare = median(_switch_ns)
+    bare_loop = median(_switch_ns_with_loop)
+    _asyncio_state.install()
+    traced = median(_switch_ns)
+    traced_loop = median(_switch_ns_with_loop)
+    settrace(previous)
+    print(
+        json.dumps(
+            {"bare": bare, "bare_loop": bare_loop, "traced": traced, "traced_loop": traced_loop}
+        )
+    )
+
+
+def run_switch_cost(report: Report, out: Callable[[str], None]) -> None:
+    argv = _script_argv(True, "--switch-cost")
+    out("")
+    out(
+        f"greenlet switch tracer (asgigreen.hubs._asyncio_state), {SWITCH_PAIRS:,} round "
+        f"trips between two greenlets, median of {SWITCH_ROUNDS}; ns per switch"
+    )
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    except (subprocess.TimeoutExpired, IndexError, ValueError) as exc:
+        note = f"switch cost: no result ({describe_error(exc)})"
+        out(f"  ! {note}")
+        report.notes.append(note)
+        return
+    report.switch_cost = figures
+    out(SWITCH_TABLE.header())
+    for title, bare, traced in (
+        ("no loop running", figures["bare"], figures["traced"]),
+        ("a loop running (state swapped)", figures["bare_loop"], figures["traced_loop"]),
+    ):
+        out(SWITCH_TABLE.row([title, f"{bare:.0f}", f"{traced:.0f}", f"{traced - bare:+.0f}"]))
+
+
 def _script_argv(patched: bool, *args: str) -> list[str]:
     """How to start this script again, patched the same way as this process."""
     prefix = [sys.executable, "-m", "gevent.monkey"] if patched else [sys.executable]
@@ -445,6 +530,8 @@ class Report:
     verdicts: list[str] = field(default_factory=list)
     #: Verdicts whose target lies inside the spread of per-round ratios.
     within_noise: int = 0
+    #: ns per greenlet switch without and with the tracer (patched mode).
+    switch_cost: dict[str, float] = field(default_factory=dict)
 
 
 def _fmt_us(value: float | None) -> str:
@@ -575,6 +662,15 @@ def _gevent_version() -> str:
     except ImportError:
         return "?"
 
+
+SWITCH_TABLE = Table(
+    [
+        ("greenlet switch", 46),
+        ("no tracer ns", 12),
+        ("traced ns", 10),
+        ("tracer cost ns", 14),
+    ]
+)
 
 INFLIGHT_TABLE = Table(
     [
@@ -718,6 +814,7 @@ def _report_json(report: Report) -> dict[str, Any]:
         "libraries": report.meta,
         "rows": [row.as_dict() for row in report.rows],
         "inflight": report.inflight,
+        "switch_cost_ns": report.switch_cost,
         "notes": report.notes,
         "targets_passed": report.verdicts.count("PASS"),
         "targets_total": len(report.verdicts),
@@ -777,6 +874,7 @@ def _parser() -> argparse.ArgumentParser:
     # Internal: the worker processes.
     parser.add_argument("--worker", choices=LIBRARIES, help=argparse.SUPPRESS)
     parser.add_argument("--inflight", choices=LIBRARIES, help=argparse.SUPPRESS)
+    parser.add_argument("--switch-cost", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 
@@ -786,6 +884,9 @@ def main(argv: list[str] | None = None) -> int:
     inflight_timeout = args.inflight_timeout or (10.0 if args.quick else 30.0)
     if args.worker:
         worker_main(args.worker, args.pin_cpu)
+        return 0
+    if args.switch_cost:
+        switch_main(SWITCH_PAIRS // (10 if args.quick else 1), SWITCH_ROUNDS)
         return 0
     if args.inflight:
         inflight_main(
@@ -809,6 +910,8 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     run_bridges(report, args.batch_timeout, out)
+    if patched:
+        run_switch_cost(report, out)
     if patched and not args.skip_inflight:
         run_inflight(
             report,

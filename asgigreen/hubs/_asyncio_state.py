@@ -75,47 +75,36 @@ _chained: Any = None
 _installed = False
 
 
-def _save() -> _State | None:
-    """The current greenlet's state, its running task taken off the thread."""
-    loop = _get_running_loop()
-    hooks = _get_asyncgen_hooks()
-    depth = _get_origin_depth()
-    if loop is None:
-        if hooks == _NO_HOOKS and depth == 0:
-            return None
-        return (None, None, hooks, depth)
-    task = None if _swap_current_task is None else _swap_current_task(loop, None)
-    return (loop, task, hooks, depth)
-
-
-def _restore(state: _State | None) -> None:
-    if state is None:
-        _set_running_loop(None)
-        _set_asyncgen_hooks(*_NO_HOOKS)
-        _set_origin_depth(0)
-        return
-    loop, task, hooks, depth = state
-    _set_running_loop(loop)
-    if task is not None:
-        assert _swap_current_task is not None
-        _swap_current_task(loop, task)
-    _set_asyncgen_hooks(*hooks)
-    _set_origin_depth(depth)
-
-
 def _on_switch(event: str, args: tuple[greenlet, greenlet]) -> None:
     origin, target = args
-    # Fast path: only a greenlet running a loop, or one switched back to
-    # with something parked, has state to move.
-    if _get_running_loop() is not None or target in _parked:
-        state = _save()
-        if state is not None and not origin.dead:
-            _parked[origin] = state
-        else:
-            _parked.pop(origin, None)
-        _restore(_parked.pop(target, None))
+    loop = _get_running_loop()
+    # Only a greenlet running a loop, or one switched back to with state
+    # parked, has anything to move: every other switch costs this test.
+    if loop is not None or target in _parked:
+        hooks = _get_asyncgen_hooks()
+        depth = _get_origin_depth()
+        if loop is not None:
+            task = None if _swap_current_task is None else _swap_current_task(loop, None)
+            if not origin.dead:  # a dying greenlet's loop must not be kept alive
+                _parked[origin] = (loop, task, hooks, depth)
+        elif (hooks != _NO_HOOKS or depth) and not origin.dead:
+            _parked[origin] = (None, None, hooks, depth)
+        # Write only what differs: setting the running loop is the dearest
+        # call here before 3.14.
+        new_loop, new_task, new_hooks, new_depth = _parked.pop(target, _NEW_THREAD)
+        if new_loop is not loop:
+            _set_running_loop(new_loop)
+        if new_task is not None:
+            _swap_current_task(new_loop, new_task)  # type: ignore[misc]
+        if new_hooks != hooks:
+            _set_asyncgen_hooks(*new_hooks)
+        if new_depth != depth:
+            _set_origin_depth(new_depth)
     if _chained is not None:
         _chained(event, args)
+
+
+_NEW_THREAD: _State = (None, None, _NO_HOOKS, 0)
 
 
 def install() -> None:
