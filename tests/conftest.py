@@ -7,9 +7,12 @@ gevent hub). Each concern below lives in its own function.
 
 from __future__ import annotations
 
+import faulthandler
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -45,6 +48,113 @@ def _skip_tests_for_other_hub(items: list[pytest.Item]) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     _skip_tests_for_other_hub(items)
+
+
+# -- hard per-test watchdog -------------------------------------------------------------
+
+# pytest-timeout (``timeout`` in pyproject.toml) fails a test that runs too
+# long, but its signal method only acts once the main thread runs Python code
+# again: under gevent on 3.14+ a test stuck in gevent's hub was seen to keep
+# the whole run stuck. faulthandler's watchdog is a C thread of its own that
+# neither gevent nor a stuck hub can hold up: past the hard limit it dumps
+# every thread's traceback and ends the process (exit code 1). The test's id
+# is written first, so a killed run names the stuck test.
+#
+# ASGIGREEN_TEST_HARD_TIMEOUT: the limit in seconds (default 180, 0 = off);
+# a test whose own ``timeout`` mark is longer gets that mark plus a minute.
+# ASGIGREEN_WATCHDOG_FILE: where the id and the dump go. The file is
+# rewritten for each test, so after a kill it holds the stuck test and its
+# tracebacks (tools/matrix.py reads it). Without it, they go to stderr, the
+# id only when stderr is not a terminal (where pytest -v shows it anyway).
+
+_HARD_TIMEOUT_DEFAULT = 180.0
+# How much longer than a test's own pytest-timeout the watchdog waits.
+_HARD_TIMEOUT_MARGIN = 60.0
+
+
+class _Watchdog:
+    def __init__(self, limit: float, stream: IO[str], to_file: bool) -> None:
+        self.limit = limit
+        self.stream = stream
+        self.to_file = to_file
+        self.name_tests = to_file or not stream.isatty()
+
+    def limit_for(self, item: pytest.Item) -> float:
+        mark = item.get_closest_marker("timeout")
+        own = mark.kwargs.get("timeout", mark.args[0] if mark.args else None) if mark else None
+        try:
+            return max(self.limit, float(own) + _HARD_TIMEOUT_MARGIN)
+        except (TypeError, ValueError):
+            return self.limit
+
+    def arm(self, nodeid: str, limit: float) -> None:
+        if self.to_file:
+            self.stream.seek(0)
+            self.stream.truncate()
+        if self.name_tests:
+            self.stream.write(
+                f"asgigreen watchdog: {nodeid} (ended if still running after "
+                f"{limit:g} s, pid {os.getpid()})\n"
+            )
+            self.stream.flush()
+        faulthandler.dump_traceback_later(limit, exit=True, file=self.stream)
+
+    def disarm(self) -> None:
+        faulthandler.cancel_dump_traceback_later()
+
+
+_watchdog_key = pytest.StashKey[_Watchdog]()
+
+
+def _hard_timeout() -> float:
+    value = os.environ.get("ASGIGREEN_TEST_HARD_TIMEOUT", "")
+    try:
+        return float(value) if value else _HARD_TIMEOUT_DEFAULT
+    except ValueError:
+        raise pytest.UsageError(f"ASGIGREEN_TEST_HARD_TIMEOUT={value!r} is not a number") from None
+
+
+def _start_watchdog(config: pytest.Config) -> None:
+    limit = _hard_timeout()
+    if limit <= 0:
+        return
+    # Taken out of the environment: a pytest that a test starts must not
+    # rewrite this process's file.
+    path = os.environ.pop("ASGIGREEN_WATCHDOG_FILE", "")
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        stream: IO[str] = open(path, "w+", encoding="utf-8")  # noqa: SIM115
+    else:
+        # Our own copy of the real stderr: pytest captures descriptor 2
+        # while a test runs, and a dump into the capture would be lost.
+        stream = os.fdopen(os.dup(sys.__stderr__.fileno() if sys.__stderr__ else 2), "w")
+    config.stash[_watchdog_key] = _Watchdog(limit, stream, to_file=bool(path))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Not while the initial conftests load: pytest captures descriptor 2 then.
+    _start_watchdog(config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    watchdog = config.stash.get(_watchdog_key, None)
+    if watchdog is not None:
+        watchdog.disarm()
+        watchdog.stream.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, None, None]:
+    watchdog = item.config.stash.get(_watchdog_key, None)
+    if watchdog is None:
+        return (yield)
+    watchdog.arm(item.nodeid, watchdog.limit_for(item))
+    try:
+        return (yield)
+    finally:
+        watchdog.disarm()
 
 
 # -- Django on SQLite -----------------------------------------------------------
