@@ -12,16 +12,25 @@ Expectations:
 * patched process: at least 115 passed, and every failure is one of
   ``KNOWN_PATCHED_FAILURES`` below, each with its reason.
 
-Usage: ``python tools/asgiref_suite.py [--keep DIR]``; exits 1 on a mismatch.
+Every test has a time limit (pytest-timeout, and behind it a faulthandler
+watchdog that ends a run stuck where pytest-timeout can't act, naming the
+test), and so has each run as a whole: a hang is a failure, never a stuck tool.
+
+Usage: ``python tools/asgiref_suite.py [--keep DIR] [--results FILE]``; exits 1
+on a mismatch. ``--results`` writes the counts as JSON (for tools/matrix.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import signal
 import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
@@ -61,10 +70,77 @@ _HANGS = ("test_sync.py::test_sync_to_async_with_blocker_non_thread_sensitive",)
 # Several tests join a spawned child with a 30 s timeout, which under gevent
 # always runs out (see _SPAWNED_CHILD).
 _TIMEOUT_SECONDS = 60
+# The watchdog's limit per test, for when pytest-timeout can't act.
+_HARD_TIMEOUT_SECONDS = 120
+# A whole run of the suite (each takes well under a minute) and the download.
+_RUN_TIMEOUT_SECONDS = 600
+_DOWNLOAD_TIMEOUT_SECONDS = 600
+
+_WATCHDOG_PLUGIN = "_asgigreen_watchdog"
+# A pytest plugin written beside the suite: before each test it writes the
+# test's id to the file named by the variable, then arms faulthandler's
+# watchdog (a C thread, so a stuck gevent hub can't hold it up) to dump the
+# tracebacks there and end the process.
+_WATCHDOG_SOURCE = """\
+import faulthandler
+import os
+
+import pytest
+
+_LIMIT = float(os.environ.get("ASGIGREEN_SUITE_HARD_TIMEOUT", "120"))
+_FILE = open(os.environ.pop("ASGIGREEN_SUITE_WATCHDOG_FILE"), "w+", encoding="utf-8")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    _FILE.seek(0)
+    _FILE.truncate()
+    _FILE.write(f"{item.nodeid} (ended if still running after {_LIMIT:g} s)\\n")
+    _FILE.flush()
+    faulthandler.dump_traceback_later(_LIMIT, exit=True, file=_FILE)
+    try:
+        return (yield)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+"""
+
+
+def _call(
+    argv: list[str],
+    timeout: float,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> int | None:
+    """Run ``argv`` in its own process group; its exit code, or None if it ran out of time.
+
+    On time out or Ctrl-C the whole group is stopped (TERM, then KILL), so
+    no child it spawned is left behind.
+    """
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, start_new_session=True)
+    try:
+        return int(proc.wait(timeout))
+    except subprocess.TimeoutExpired:
+        return None
+    finally:
+        if proc.poll() is None:
+            _stop_group(proc)
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(10)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _download(workdir: Path) -> Path:
-    subprocess.run(
+    code = _call(
         [
             sys.executable,
             "-m",
@@ -78,8 +154,13 @@ def _download(workdir: Path) -> Path:
             "-d",
             str(workdir),
         ],
-        check=True,
+        _DOWNLOAD_TIMEOUT_SECONDS,
     )
+    if code != 0:
+        sys.exit(
+            f"pip download asgiref=={ASGIREF_VERSION} failed "
+            + ("(timed out)" if code is None else f"(exit {code})")
+        )
     archive = next(workdir.glob("asgiref-*.tar.gz"))
     suite = workdir / "suite"
     suite.mkdir()
@@ -95,30 +176,56 @@ def _download(workdir: Path) -> Path:
         "[pytest]\nasyncio_mode = strict\nasyncio_default_fixture_loop_scope = function\n",
         encoding="utf-8",
     )
+    (suite / f"{_WATCHDOG_PLUGIN}.py").write_text(_WATCHDOG_SOURCE, encoding="utf-8")
     return suite
 
 
-def _run(suite: Path, patched: bool) -> dict[str, str]:
-    """Run the suite; the outcome of each test by its id."""
-    report = suite / ("patched.xml" if patched else "plain.xml")
+def _run(suite: Path, patched: bool) -> tuple[dict[str, str], str | None]:
+    """Run the suite: the outcome of each test by its id, and what went wrong if it died."""
+    mode = "patched" if patched else "plain"
+    report = suite / f"{mode}.xml"
+    watchdog = suite / f"{mode}.watchdog"
+    report.unlink(missing_ok=True)
     runner = ["-m", "gevent.monkey", "--module", "pytest"] if patched else ["-m", "pytest"]
     deselect = [f"--deselect={name}" for name in _HANGS] if patched else []
-    subprocess.run(
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(suite), os.environ.get("PYTHONPATH")])),
+        "ASGIGREEN_SUITE_WATCHDOG_FILE": str(watchdog),
+        "ASGIGREEN_SUITE_HARD_TIMEOUT": str(_HARD_TIMEOUT_SECONDS),
+    }
+    code = _call(
         [
             sys.executable,
             *runner,
             "-q",
             "-p",
             "no:cacheprovider",
+            "-p",
+            _WATCHDOG_PLUGIN,
             f"--timeout={_TIMEOUT_SECONDS}",
             f"--junitxml={report}",
             *deselect,
         ],
+        _RUN_TIMEOUT_SECONDS,
         cwd=suite,
-        check=False,
+        env=env,
     )
     outcomes: dict[str, str] = dict.fromkeys(deselect and _HANGS, "failed")
-    for case in ET.parse(report).getroot().iter("testcase"):
+    try:
+        cases = list(ET.parse(report).getroot().iter("testcase"))
+    except (OSError, ET.ParseError):
+        how = f"ran out of {_RUN_TIMEOUT_SECONDS} s" if code is None else f"exited {code}"
+        stuck = ""
+        if watchdog.exists():
+            lines = watchdog.read_text(encoding="utf-8", errors="replace").splitlines()
+            if lines:
+                stuck = f"; last test started: {lines[0]}"
+                # The watchdog's dump, if it fired, for the log.
+                if len(lines) > 1:
+                    print("\n".join(lines), file=sys.stderr)
+        return outcomes, f"{mode} process: the run {how} without a report{stuck}"
+    for case in cases:
         name = f"{case.get('classname', '').split('.')[-1]}.py::{case.get('name')}"
         outcome = "passed"
         for child in case:
@@ -127,7 +234,7 @@ def _run(suite: Path, patched: bool) -> dict[str, str]:
             elif child.tag in ("failure", "error"):
                 outcome = "failed" if child.tag == "failure" else "error"
         outcomes[name] = outcome
-    return outcomes
+    return outcomes, None
 
 
 def _summary(outcomes: dict[str, str]) -> Counter[str]:
@@ -140,16 +247,19 @@ def _summary(outcomes: dict[str, str]) -> Counter[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", type=Path, help="download and run in DIR, and keep it")
+    parser.add_argument("--results", type=Path, help="write the counts to FILE as JSON")
     args = parser.parse_args()
+    started = time.monotonic()
     with tempfile.TemporaryDirectory() as scratch:
         workdir = args.keep or Path(scratch)
         workdir.mkdir(parents=True, exist_ok=True)
         suite = _download(workdir)
-        plain = _summary(_run(suite, patched=False))
-        patched_outcomes = _run(suite, patched=True)
+        plain_outcomes, plain_died = _run(suite, patched=False)
+        patched_outcomes, patched_died = _run(suite, patched=True)
+    plain = _summary(plain_outcomes)
     patched = _summary(patched_outcomes)
 
-    problems = []
+    problems = [died for died in (plain_died, patched_died) if died]
     for key, expected in PLAIN_EXPECTED.items():
         if plain[key] != expected:
             problems.append(f"plain process: {plain[key]} {key}, expected {expected}")
@@ -175,6 +285,17 @@ def main() -> int:
     for problem in problems:
         print(f"MISMATCH: {problem}")
     print("compatibility: " + ("OK" if not problems else "FAILED"))
+    if args.results:
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        summary = {
+            "asgiref": ASGIREF_VERSION,
+            "python": f"{sys.version_info.major}.{sys.version_info.minor}",
+            "ok": not problems,
+            "seconds": round(time.monotonic() - started, 1),
+            "modes": {"plain": dict(plain), "patched": dict(patched)},
+            "problems": problems,
+        }
+        args.results.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return 1 if problems else 0
 
 
