@@ -124,6 +124,11 @@ class Local:
     one namespace per worker (like :class:`threading.local`); async code sees
     one per worker that is also scoped like a context variable.
 
+    A worker's values are dropped when the worker ends: on the gevent hub,
+    when gevent lets go of the greenlet, which for a ``threading.Thread`` is
+    after the hub has run its link callbacks (on 3.13+ that is just after
+    ``join()`` returns), as for :class:`gevent.local.local`.
+
     ``Local`` cannot be subclassed; use it as an attribute bag.
     """
 
