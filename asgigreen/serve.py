@@ -284,11 +284,8 @@ def _run_on_uvicorns_loop(config: uvicorn.Config, main: Coroutine[Any, Any, None
     """Run ``main`` on the event loop uvicorn would pick (uvloop if installed)."""
     import asyncio
 
-    if sys.version_info >= (3, 11):
-        with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
-            runner.run(main)
-    else:
-        asyncio.run(main)
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(main)
 
 
 async def _serve_announced(server: uvicorn.Server, sock: socket.socket, banner: str) -> None:

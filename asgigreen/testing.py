@@ -80,7 +80,7 @@ class ApplicationCommunicator:
         self._raise_if_application_failed()
         try:
             return await asyncio.wait_for(self.output_queue.get(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if self.future.done():
                 # It already finished: its error explains the silence better.
                 self.future.result()

@@ -14,7 +14,6 @@ passes through untouched.
 from __future__ import annotations
 
 import asyncio
-import sys
 import warnings
 from types import TracebackType
 
@@ -126,8 +125,7 @@ class timeout:
         if task is None:
             raise RuntimeError("timeout() has to be used inside an asyncio task")
         self._task = task
-        if sys.version_info >= (3, 11):
-            self._cancelling_on_entry = task.cancelling()
+        self._cancelling_on_entry = task.cancelling()
         self._deadline = self._loop.time() + self._delay
         if self._delay <= 0:
             # Already due: queue the expiry right away so it runs before the
@@ -154,13 +152,11 @@ class timeout:
 
         # We cancelled the task: withdraw that request so the task does not
         # look "being cancelled" to code that runs after the block.
-        cancelled_by_someone_else = False
-        if sys.version_info >= (3, 11):
-            cancelled_by_someone_else = task.uncancel() > self._cancelling_on_entry
+        cancelled_by_someone_else = task.uncancel() > self._cancelling_on_entry
 
         if (
             exc_type is not None
             and issubclass(exc_type, asyncio.CancelledError)
             and not cancelled_by_someone_else
         ):
-            raise asyncio.TimeoutError from exc_val
+            raise TimeoutError from exc_val

@@ -17,15 +17,8 @@ Spec: https://asgi.readthedocs.io/en/latest/specs/index.html
 # No ``from __future__ import annotations`` here: TypedDict can only tell
 # NotRequired keys apart (``__optional_keys__``) when annotations are real
 # objects rather than strings.
-import sys
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Literal, Protocol, TypeAlias
-
-if sys.version_info >= (3, 11):
-    from typing import NotRequired, TypedDict
-else:  # pragma: no cover - exercised on Python 3.10 only
-    # typing.TypedDict on 3.10 does not understand NotRequired at runtime.
-    from typing_extensions import NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, Protocol, TypeAlias, TypedDict
 
 __all__ = (
     "ASGI2Application",

@@ -650,7 +650,7 @@ class WsgiToAsgiInstance:
         except asyncio.CancelledError:
             if not self._disconnected:
                 raise
-            if sys.version_info >= (3, 11) and task is not None:
+            if task is not None:
                 task.uncancel()
             raise ClientDisconnected("The client disconnected") from None
         except BaseException:

@@ -164,7 +164,7 @@ async def _round(
     protocols: list[_Client] = []
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(timeout) if sys.version_info >= (3, 11) else _nothing():
+        async with asyncio.timeout(timeout):
             connections = [
                 loop.create_connection(lambda: _Client(request, requests, report, go), host, port)
                 for _ in range(clients)
@@ -196,14 +196,6 @@ async def _round(
         "p50_ms": _percentile(report.latencies, 0.50),
         "p99_ms": _percentile(report.latencies, 0.99),
     }
-
-
-class _nothing:
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
 
 
 def run_load(

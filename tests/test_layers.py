@@ -202,7 +202,7 @@ async def receive_within(layer: Any, channel: str, timeout: float = 1.0) -> Any:
     """The next message on ``channel``, or None if none comes within ``timeout``."""
     try:
         return await asyncio.wait_for(layer.receive(channel), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return None
 
 
@@ -949,7 +949,7 @@ WORK_CHANNELS = [f"work.{n}" for n in range(8)]
 async def _receive_or_none(layer: Any, channel: str, timeout: float) -> Any:
     try:
         return await asyncio.wait_for(layer.receive(channel), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return None
 
 

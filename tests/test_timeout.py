@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 import warnings
 
@@ -15,14 +14,9 @@ from asgigreen.timeout import timeout
 # checked below, everything else ignores it.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
-needs_cancelling_counter = pytest.mark.skipif(
-    sys.version_info < (3, 11), reason="Task.cancelling() appeared in Python 3.11"
-)
-
 
 def cancellation_requests(task: asyncio.Task[object]) -> int:
-    # Typed via int(): the project type-checks against Python 3.10.
-    return int(task.cancelling())  # type: ignore[attr-defined,unused-ignore]
+    return task.cancelling()
 
 
 @pytest.mark.asyncio
@@ -86,8 +80,6 @@ async def test_slow_block_raises_timeout_error_promptly() -> None:
 
 @pytest.mark.asyncio
 async def test_timeout_error_is_the_builtin_one_on_311() -> None:
-    if sys.version_info < (3, 11):
-        pytest.skip("asyncio.TimeoutError is a separate class before 3.11")
     with pytest.raises(TimeoutError):
         async with timeout(0.01):
             await asyncio.sleep(1)
@@ -206,7 +198,6 @@ async def test_swallowed_cancellation_means_no_error() -> None:
     assert limit.expired
 
 
-@needs_cancelling_counter
 @pytest.mark.asyncio
 async def test_expiry_leaves_no_pending_cancellation() -> None:
     task = asyncio.current_task()
@@ -222,7 +213,6 @@ async def test_expiry_leaves_no_pending_cancellation() -> None:
     await asyncio.sleep(0.01)
 
 
-@needs_cancelling_counter
 @pytest.mark.asyncio
 async def test_outside_cancellation_at_expiry_time_wins() -> None:
     loop = asyncio.get_running_loop()
