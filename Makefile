@@ -1,5 +1,5 @@
 # The two commands: `make test` and `make demo`. Everything runs from .venv,
-# created on first use with only Python 3.10+ and make.
+# created on first use with only Python 3.11+ and make.
 
 PYTHON ?= python3
 VENV := .venv
@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SOURCES := asgigreen tests benchmarks tools examples
 
-.PHONY: test lint typecheck test-threads test-gevent compat bench clean demo bench-wsgi
+.PHONY: test lint typecheck test-threads test-gevent compat bench clean demo bench-wsgi \
+	rootfs test-pythons table
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,17 +26,37 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy asgigreen
 
+# The test runs go through tools/matrix.py: a time limit on the whole run,
+# and its log, JUnit XML and timing in build/results/ as <python>-<mode>.*
+# (<python> is the venv's version), for `make table`.
+
 # A plain process: the threads hub.
 test-threads: $(STAMP)
-	$(PY) -m pytest
+	$(PY) tools/matrix.py host plain
 
 # A gevent-monkeypatched process: the gevent hub.
 test-gevent: $(STAMP)
-	$(PY) -m gevent.monkey --module pytest
+	$(PY) tools/matrix.py host patched
 
 ## compat: asgiref 3.13.0's own test suite, imports rewritten, in both modes.
 compat: $(STAMP)
-	$(PY) tools/asgiref_suite.py
+	$(PY) tools/matrix.py host compat
+
+## rootfs: a Debian sid root filesystem with CPython 3.13, 3.14 and 3.15 in
+## build/rootfs-sid (tools/pythons.sh; needs root; skipped when up to date).
+rootfs:
+	bash tools/pythons.sh build
+
+## test-pythons: the tests in both modes and compat on each of PYTHONS, in
+## the rootfs (as CI does), then the table of all results.
+PYTHONS ?= 3.13 3.14 3.15
+test-pythons: rootfs
+	status=0; $(PYTHON) tools/matrix.py pythons $(PYTHONS) || status=1; \
+	$(PYTHON) tools/matrix.py table || status=1; exit $$status
+
+## table: one table of the runs in build/results (exit 1 if one failed).
+table:
+	$(PYTHON) tools/matrix.py table
 
 ## bench: the bridges benchmark against asgiref, in both modes.
 bench: $(STAMP)

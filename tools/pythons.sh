@@ -10,7 +10,7 @@
 # otherwise. `run` enters private mount and PID namespaces: when CMD ends,
 # every process it left behind (a test's PostgreSQL, Redis, gunicorn) is
 # killed with it, and nothing is mounted on the host. Networking is the
-# host's (loopback included). Needs root, mmdebstrap (`build`) and unshare.
+# host's (loopback included). Needs root and unshare; `build` installs mmdebstrap.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -84,6 +84,11 @@ cmd_build() {
         echo "pythons.sh: $ROOTFS is complete ($SUITE: ${PACKAGES[*]})"
         sync_host_files
         return 0
+    fi
+    if ! command -v mmdebstrap >/dev/null && command -v apt-get >/dev/null; then
+        echo "pythons.sh: installing mmdebstrap"
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null
     fi
     command -v mmdebstrap >/dev/null || die "mmdebstrap is missing: apt-get install mmdebstrap"
     local mirror tmp include started
@@ -171,11 +176,13 @@ cmd_run() {
         bash "${BASH_SOURCE[0]}" __inner "$@"
 }
 
+# Each branch exits: bash reads a script as it goes, and a run must not
+# pick up an edit made to this file while it lasts.
 case "${1:-}" in
-    build) shift; cmd_build "$@" ;;
-    run) shift; cmd_run "$@" ;;
-    shell) shift; cmd_run /bin/bash -l ;;
-    path) echo "$ROOTFS" ;;
-    __inner) shift; cmd_inner "$@" ;;
+    build) shift; cmd_build "$@"; exit $? ;;
+    run) shift; cmd_run "$@"; exit $? ;;
+    shell) shift; cmd_run /bin/bash -l; exit $? ;;
+    path) echo "$ROOTFS"; exit 0 ;;
+    __inner) shift; cmd_inner "$@"; exit $? ;;
     *) die "usage: pythons.sh build | run CMD... | shell | path" ;;
 esac
