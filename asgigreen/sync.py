@@ -541,15 +541,23 @@ class SyncToAsync(Generic[_P, _R], metaclass=_SyncToAsyncType):
         """
         __traceback_hide__ = True
         local = self.threadlocal
+        # The worker is inside this call only until it returns: put back what
+        # an enclosing call recorded, so a later async_to_sync on this worker
+        # never mistakes a loop it has left (and the hub may have lent to
+        # someone else since) for its own.
+        outer = getattr(local, "main_event_loop", None), getattr(local, "task_context", None)
         local.main_event_loop = loop
         local.main_event_loop_pid = os.getpid()
         local.task_context = task_context
-        if exc_info[1] is not None:
-            try:
-                raise exc_info[1]
-            except BaseException:
-                return func(*args, **kwargs)
-        return func(*args, **kwargs)
+        try:
+            if exc_info[1] is not None:
+                try:
+                    raise exc_info[1]
+                except BaseException:
+                    return func(*args, **kwargs)
+            return func(*args, **kwargs)
+        finally:
+            local.main_event_loop, local.task_context = outer
 
 
 @overload
