@@ -263,10 +263,26 @@ def start(run: Run, argv: list[str], env: dict[str, str], echo: bool) -> bool:
         f"matrix: {run.name}: {' '.join(argv)}  (limit {limit:.0f} s, log {_rel(run.path('.log'))})"
     )
     outcome = execute(argv, run.path(".log"), limit, env, echo)
+    if run.where == "rootfs" and outcome.code in (124, 128 + signal.SIGKILL):
+        # The exit codes of timeout(1) inside: it stopped the command.
+        outcome.code = None
     run.record(outcome, argv)
+    _append_watchdog(run)
     row = describe(run)
     _say(f"matrix: {run.name}: {row.status} in {outcome.seconds:.0f} s {row.counts_text()}")
     return outcome.code == 0
+
+
+def _append_watchdog(run: Run) -> None:
+    """After a run that ended badly, what the watchdog file says, in the log."""
+    try:
+        text = run.path(".watchdog").read_text(encoding="utf-8", errors="replace")
+        info = json.loads(run.path(".run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if text and info.get("code") != 0:
+        with open(run.path(".log"), "a", encoding="utf-8") as log:
+            log.write(f"\n--- {_rel(run.path('.watchdog'))} ---\n{text}")
 
 
 def _rel(path: Path) -> str:
@@ -357,7 +373,7 @@ class Row:
     skipped: int | None = None
     errors: int | None = None
     failures: list[str] = field(default_factory=list)
-    stuck: str = ""
+    stuck: str = ""  # the test the watchdog stopped, or the last one started
 
     def counts_text(self) -> str:
         if self.passed is None:
@@ -440,7 +456,7 @@ def describe(run: Run) -> Row:
     stuck, fired = _stuck_test(run.path(".watchdog"))
     if info.get("timed_out"):
         row.status, row.ok = "TIMED OUT (stopped at its limit)", False
-        row.stuck = stuck
+        row.stuck = f"{stuck} (the last test started)" if stuck else ""
     elif code != 0:
         row.ok = False
         if fired:
