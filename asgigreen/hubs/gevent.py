@@ -140,6 +140,9 @@ class _Home:
     def __init__(self) -> None:
         self.hub = get_hub()
         self.thread = _native_ident()
+        # Jobs whose caller is parked in a direct switch (switch_attached).
+        self._attached: list[_Job] = []
+        self._detach_queued = False
 
     def here(self) -> bool:
         """Whether the caller may switch to the workers (same OS thread, not the hub)."""
@@ -159,23 +162,36 @@ class _Home:
         gevent's hub then gave control back and the job reports through
         ``job.on_done`` when it ends.
         """
-        caller = getcurrent()
-        resume_caller = caller.switch
-        job.caller = caller
-
-        def detach() -> None:
-            # Runs only if gevent's hub got control: the job blocked.
-            if job.caller is caller:
-                job.caller = None
-                resume_caller(_DETACHED)
-
-        callback = self.hub.loop.run_callback(detach)
+        job.caller = getcurrent()
+        attached = self._attached
+        attached.append(job)
+        if not self._detach_queued:
+            # One wake-up for every attached switch until the hub runs, not
+            # one per switch: a busy caller may switch many times between
+            # two turns of the hub, and each queued wake-up is kept till then.
+            self._detach_queued = True
+            self.hub.loop.run_callback(self._detach_blocked)
         try:
             answer = target.switch(*args)
         finally:
-            callback.stop()
+            if attached and attached[-1] is job:
+                attached.pop()
+            elif job in attached:
+                attached.remove(job)
         job.caller = None
         return answer is not _DETACHED
+
+    def _detach_blocked(self) -> None:
+        # gevent's hub has control, so every job still attached has blocked:
+        # give each parked caller control back.
+        self._detach_queued = False
+        blocked, self._attached = self._attached, []
+        # A copy: each resumed caller takes its own job off ``blocked``.
+        for job in tuple(blocked):
+            caller = job.caller
+            if caller is not None:
+                job.caller = None
+                caller.switch(_DETACHED)
 
 
 class _Spot:
@@ -737,7 +753,10 @@ class GeventHub(Hub):
             job.on_done = lambda done: self._deliver(loop, done.settle, future)
             future.add_done_callback(job.cancel_if)
             if runner(job):
-                job.settle(future)
+                # Done during a direct switch, but the result still comes
+                # back through the loop, as from a thread: tasks already
+                # ready (a disconnect listener) run before the caller resumes.
+                loop.call_soon(job.settle, future)
             return future
         assert executor is not None
         submitted = executor.submit(func)
