@@ -83,6 +83,55 @@ def test_a_worker_does_not_keep_a_loop_it_left_as_its_outer_loop() -> None:
     assert a.value == "mine"
 
 
+# -- 3. starvation -----------------------------------------------------------------
+
+
+@pytest.mark.gevent_only
+def test_a_loop_with_ready_work_on_every_pass_lets_other_greenlets_run() -> None:
+    import gevent
+
+    ticks: list[float] = []
+    ticking = True
+
+    def ticker() -> None:
+        while ticking:
+            ticks.append(time.perf_counter())
+            gevent.sleep(0.01)
+
+    def on_the_caller() -> str:
+        return "served"
+
+    async def busy_beside_a_bridge_call() -> str:
+        stop = False
+
+        async def spin() -> None:
+            while not stop:
+                await asyncio.sleep(0)
+
+        spinner = asyncio.get_running_loop().create_task(spin())
+        try:
+            # Thread-sensitive: runs back on the greenlet blocked in
+            # async_to_sync, which needs the hub to be woken.
+            return await asyncio.wait_for(sync_to_async(on_the_caller)(), 5)
+        finally:
+            await asyncio.sleep(0.3)  # keep spinning a while longer
+            stop = True
+            await spinner
+
+    watcher = gevent.spawn(ticker)
+    gevent.sleep(0.02)
+    try:
+        result = async_to_sync(busy_beside_a_bridge_call)()
+    finally:
+        ticking = False
+        watcher.join(2)
+    gaps = [later - earlier for earlier, later in zip(ticks, ticks[1:], strict=False)]
+    worst = max(gaps)
+    print(f"\n[starvation] {len(ticks)} ticks, worst gap {worst * 1000:.1f} ms")
+    assert result == "served"
+    assert worst < 0.1
+
+
 # -- 6. awaiting a bridge call lets the loop's other tasks run ---------------------
 
 

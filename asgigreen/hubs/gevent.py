@@ -34,7 +34,9 @@ import asyncio
 import contextvars
 import os
 import selectors
+import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Executor, Future
@@ -67,6 +69,10 @@ _DEFAULT_MAX_GREENLETS = 1000
 _DEFAULT_MAX_REAL_THREADS = 20
 # Clean event loops kept for later async_to_sync calls.
 _MAX_IDLE_LOOPS = 64
+# The longest a loop with ready work on every pass runs before it lets the
+# other greenlets run: the interpreter's switch interval between threads.
+_YIELD_INTERVAL = sys.getswitchinterval()
+_monotonic = time.monotonic
 
 
 def _env_int(name: str, default: int) -> int:
@@ -558,10 +564,18 @@ class _GreenSelector(selectors.BaseSelector):
         #: Where the loop's greenlet parks: in select(), or yielding to a
         #: greenlet it handed a result (see ``_GreenSignal.hand_over``).
         self.spot = _Spot(home.hub)
+        self._last_yield = _monotonic()
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         ready = self._native.select(0)
         if ready or (timeout is not None and timeout <= 0):
+            # A loop with ready work on every pass would never park: let the
+            # hub and the other greenlets run as often as the interpreter
+            # would let other threads run.
+            # A zero timer, not a queued callback: gevent's hub runs queued
+            # callbacks for a while before it looks at timers and I/O again.
+            if _monotonic() - self._last_yield >= _YIELD_INTERVAL and self._home.here():
+                self._park(0)
             return ready
         if _native_ident() != self._home.thread:
             return self._native.select(timeout)
@@ -581,6 +595,7 @@ class _GreenSelector(selectors.BaseSelector):
         try:
             self.spot.park()
         finally:
+            self._last_yield = _monotonic()
             self._readable.stop()
             if timer is not None:
                 timer.close()
