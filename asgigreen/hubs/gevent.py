@@ -766,12 +766,17 @@ class GeventHub(Hub):
         if runner is not None:
             job = _Job(func)
             job.on_done = lambda done: self._deliver(loop, done.settle, future)
-            future.add_done_callback(job.cancel_if)
             if runner(job):
-                # Done during a direct switch, but the result still comes
-                # back through the loop, as from a thread: tasks already
-                # ready (a disconnect listener) run before the caller resumes.
-                loop.call_soon(job.settle, future)
+                # Done during a direct switch. Tasks already ready to run (a
+                # disconnect listener) must still go first, as when a thread
+                # reports through the loop; with none, a loop pass would only
+                # cost time (on gevent's own selector, a trip through its hub).
+                if getattr(loop, "_ready", True):
+                    loop.call_soon(job.settle, future)
+                else:
+                    job.settle(future)
+            else:
+                future.add_done_callback(job.cancel_if)
             return future
         assert executor is not None
         submitted = executor.submit(func)
