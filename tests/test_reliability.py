@@ -133,6 +133,43 @@ def test_a_loop_with_ready_work_on_every_pass_lets_other_greenlets_run() -> None
     assert worst < 0.1
 
 
+# -- 5. fork ------------------------------------------------------------------------
+
+FORK = """
+import asyncio, gc, os
+from asgigreen.sync import async_to_sync, sync_to_async
+
+async def ping():
+    return "pong"
+
+assert async_to_sync(ping)() == "pong"  # leaves an idle loop behind
+pid = os.fork()
+if pid == 0:
+    async def main():
+        return await sync_to_async(lambda: 42)()
+    try:
+        print("child", asyncio.run(main()), async_to_sync(ping)(), flush=True)
+        gc.collect()  # the loops abandoned at fork are collected here
+        print("child ok", flush=True)
+    except BaseException as exc:
+        print("child failed", repr(exc), flush=True)
+        os._exit(1)
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+print("child exit", os.waitstatus_to_exitcode(status), "parent", async_to_sync(ping)(), flush=True)
+"""
+
+
+def test_a_forked_child_runs_the_bridges_without_touching_the_parents_loops() -> None:
+    done = run_python(FORK)
+    print(f"\n[fork] {done.stdout.strip()!r}")
+    assert done.returncode == 0, done.stderr
+    assert "child 42 pong" in done.stdout and "child ok" in done.stdout, done.stdout
+    assert "child exit 0 parent pong" in done.stdout, done.stdout
+    assert "Exception ignored" not in done.stderr, done.stderr
+    assert "Bad file descriptor" not in done.stderr, done.stderr
+
+
 # -- 6. awaiting a bridge call lets the loop's other tasks run ---------------------
 
 

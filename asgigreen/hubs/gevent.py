@@ -621,10 +621,6 @@ class _GreenSelector(selectors.BaseSelector):
         self._readable.close()
         self._native.close()
 
-    def close_descriptor(self) -> None:
-        """Close the native selector's descriptor only (see ``abandon_after_fork``)."""
-        os.close(self._native.fileno())
-
 
 class _GreenEventLoop(asyncio.SelectorEventLoop):
     """An event loop for a greenlet: a :class:`_GreenSelector` and native self-pipe."""
@@ -649,14 +645,18 @@ class _GreenEventLoop(asyncio.SelectorEventLoop):
         self.spot.wake()
 
     def abandon_after_fork(self) -> None:
-        """Release this loop's descriptors in a forked child without closing it.
+        """Release this loop's descriptors in a forked child, and retire it.
 
         The epoll instance is shared with the parent: unregistering anything
-        through it, as ``close()`` does, would break the parent's copy.
+        through it, as the loop's ``close()`` does, would break the parent's
+        copy. The selector's own close never unregisters. The loop is then
+        marked closed: collecting it later must not close its descriptors
+        again (by then their numbers may belong to the child's own files).
         """
         for sock in (self._ssock, self._csock):
             sock.close()
-        self._green_selector.close_descriptor()
+        self._green_selector.close()
+        self._closed = True  # BaseEventLoop's flag: close() and __del__ do nothing now
 
     def reusable(self) -> bool:
         """Whether the last run left nothing behind that a later one could see.
