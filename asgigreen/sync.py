@@ -179,29 +179,11 @@ class ThreadSensitiveContext:
             self._exited = True
             return
         if executor is not None:
-            await _shutdown_without_blocking(executor)
-
-
-async def _shutdown_without_blocking(executor: Executor) -> None:
-    # The executor's worker may itself be parked on this event loop, so a
-    # blocking shutdown here could deadlock. Let a fresh worker wait for it;
-    # not the loop's default executor, whose slots the worker may need.
-    loop = asyncio.get_running_loop()
-    joined = hubs.get_hub().spawn(executor.shutdown)
-    waiter: asyncio.Future[None] = loop.create_future()
-
-    def wake(_: Future[None]) -> None:
-        def settle() -> None:
-            if not waiter.done():
-                waiter.set_result(None)
-
-        try:
-            loop.call_soon_threadsafe(settle)
-        except RuntimeError:
-            pass  # The loop closed meanwhile: nobody waits any more.
-
-    joined.add_done_callback(wake)
-    await waiter
+            # Without waiting: the worker finishes what it was given and ends
+            # on its own. Waiting would need a worker of its own per context
+            # (the context's worker may be parked on this very loop), and
+            # under a burst of requests those pile up.
+            executor.shutdown(wait=False)
 
 
 class AsyncToSync(Generic[_P, _R]):

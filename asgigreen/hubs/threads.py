@@ -8,7 +8,7 @@ import queue
 import threading
 import weakref
 from collections.abc import Callable, Coroutine
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from typing import Any, TypeVar
 
 from .._runner import run_on_fresh_loop
@@ -23,6 +23,9 @@ _T = TypeVar("_T")
 # each, so the pool must never make a call wait for a free thread: the bound
 # only guards against runaway nesting.
 _MAX_SPAWNED_THREADS = 10_000
+# A burst of concurrent async_to_sync calls needs a thread each; afterwards
+# the extra threads end once idle this long.
+_SPAWNED_IDLE_TIMEOUT = 10.0
 
 
 class _ThreadSignal:
@@ -51,11 +54,15 @@ class _ThreadPool(Executor):
     outcome straight to the loop instead of going through a
     ``concurrent.futures.Future`` chained to an asyncio one. With one worker
     it runs calls one at a time, in order: a thread-sensitive worker.
+    ``idle_timeout``: a thread with nothing to do for that long ends (None:
+    threads stay until shutdown).
     """
 
-    def __init__(self, max_workers: int, name: str) -> None:
+    def __init__(self, max_workers: int, name: str, idle_timeout: float | None = None) -> None:
         self._max_workers = max_workers
         self._name = name
+        self._idle_timeout = idle_timeout
+        self._started = 0
         self._calls: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._idle = 0
@@ -102,12 +109,15 @@ class _ThreadPool(Executor):
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
+            if _interpreter_exiting:
+                # The idle threads were told to stop; a new call would wait
+                # for one forever.
+                raise RuntimeError("cannot schedule new futures after interpreter shutdown")
             if self._idle:
                 self._idle -= 1
             elif len(self._threads) < self._max_workers:
-                thread = threading.Thread(
-                    target=self._work, name=f"{self._name}_{len(self._threads)}"
-                )
+                thread = threading.Thread(target=self._work, name=f"{self._name}_{self._started}")
+                self._started += 1
                 thread.start()
                 self._threads.add(thread)
                 _running.add(self)
@@ -115,7 +125,16 @@ class _ThreadPool(Executor):
 
     def _work(self) -> None:
         while True:
-            call = self._calls.get()
+            try:
+                call = self._calls.get(timeout=self._idle_timeout)
+            except queue.Empty:
+                with self._lock:
+                    # Still counted idle means no call was promised to it.
+                    if self._idle:
+                        self._idle -= 1
+                        self._threads.discard(threading.current_thread())
+                        return
+                continue
             if call is None:
                 return
             call()
@@ -142,9 +161,14 @@ class _ThreadPool(Executor):
 # Like ThreadPoolExecutor's workers, these threads are not daemons: a call
 # in progress at interpreter exit finishes. Idle ones are told to stop first.
 _running: weakref.WeakSet[_ThreadPool] = weakref.WeakSet()
+# Set once the main thread has finished: new calls are refused from then on,
+# as concurrent.futures refuses them.
+_interpreter_exiting = False
 
 
 def _stop_idle_threads_at_exit() -> None:
+    global _interpreter_exiting
+    _interpreter_exiting = True
     for executor in list(_running):
         executor._stop_threads()
 
@@ -183,7 +207,7 @@ class ThreadsHub(Hub):
     name = "threads"
 
     def __init__(self) -> None:
-        self._loop_threads: ThreadPoolExecutor | None = None
+        self._loop_threads: _ThreadPool | None = None
         self._pool: _ThreadPool | None = None
         self._pool_lock = threading.Lock()
 
@@ -242,14 +266,14 @@ class ThreadsHub(Hub):
     def run_on_new_loop(self, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         run_on_fresh_loop(main)
 
-    def _spawn_pool(self) -> ThreadPoolExecutor:
+    def _spawn_pool(self) -> _ThreadPool:
         pool = self._loop_threads
         if pool is None:
             with self._pool_lock:
                 pool = self._loop_threads
                 if pool is None:
-                    pool = ThreadPoolExecutor(
-                        max_workers=_MAX_SPAWNED_THREADS, thread_name_prefix="asgigreen-spawn"
+                    pool = _ThreadPool(
+                        _MAX_SPAWNED_THREADS, "asgigreen-spawn", idle_timeout=_SPAWNED_IDLE_TIMEOUT
                     )
                     self._loop_threads = pool
         return pool
