@@ -7,8 +7,11 @@ the call to a native OS thread and park only the calling greenlet.
 
 They are the public bridges put together,
 ``async_to_sync(sync_to_async(func, real_thread=True))``, so they carry
-context variables both ways and raise what ``func`` raises. From async code
-use ``await sync_to_async(func, real_thread=True)()`` directly.
+context variables both ways and raise what ``func`` raises. They are for
+sync code only: called where an event loop is running (async code), they
+raise ``RuntimeError`` at once, naming the function and what to write
+instead, ``await sync_to_async(func, real_thread=True)()``; nothing is
+called or scheduled then, on either hub.
 
 Where the call runs, on the gevent hub:
 
@@ -42,6 +45,34 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
+def _names(func: object) -> tuple[str, str]:
+    """How the error names ``func``: its qualified name (else its repr), and in code."""
+    qualname = getattr(func, "__qualname__", None)
+    name = getattr(func, "__name__", None)
+    shown = qualname if isinstance(qualname, str) and qualname else repr(func)
+    return shown, name if isinstance(name, str) and name.isidentifier() else "func"
+
+
+def _refuse_async_caller(caller: str, func: object, thread_sensitive: bool) -> None:
+    """Raise if an event loop runs here: the call would block it (or fail in AsyncToSync)."""
+    # Imported here, as in _call_on_real_thread: ``import asgigreen`` stays
+    # light before patch_all() (asyncio imports threading, socket, ...).
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return  # sync code: carry on
+    shown, name = _names(func)
+    options = "" if thread_sensitive else "thread_sensitive=False, "
+    raise RuntimeError(
+        f"{caller}({shown}) was called from async code (an event loop is running in "
+        f"this thread), where it would block the loop. It is for sync code; from async "
+        f"code write `await sync_to_async({name}, {options}real_thread=True)()` "
+        f"(with the same arguments) instead."
+    )
+
+
 def _call_on_real_thread(func: Callable[[], _R], thread_sensitive: bool) -> _R:
     # Imported here: the package imports this module before patch_all() has
     # run, and asgigreen.sync picks the hub when it is imported.
@@ -62,7 +93,11 @@ def run_in_real_thread(func: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.k
     (see the module docstring). Raises whatever ``func`` raises.
 
     >>> rows = run_in_real_thread(list, Book.objects.filter(shelf=3))
+
+    Raises ``RuntimeError`` when called from async code (see the module
+    docstring).
     """
+    _refuse_async_caller("run_in_real_thread", func, True)
     return _call_on_real_thread(functools.partial(func, *args, **kwargs), True)
 
 
@@ -84,12 +119,14 @@ def in_real_thread(
     """Decorate a sync function so each call runs on a native OS thread.
 
     ``@in_real_thread`` or ``@in_real_thread(thread_sensitive=False)``; see
-    the module docstring for where the calls run.
+    the module docstring for where the calls run. A call from async code
+    raises ``RuntimeError``, as :func:`run_in_real_thread` does.
     """
 
     def decorate(target: Callable[_P, _R]) -> Callable[_P, _R]:
         @functools.wraps(target)
         def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            _refuse_async_caller("in_real_thread", target, thread_sensitive)
             return _call_on_real_thread(
                 functools.partial(target, *args, **kwargs), thread_sensitive
             )
