@@ -26,13 +26,23 @@ with it until the application is done and moves the data:
   them. ``send()`` of a body message waits while ``response_buffer`` chunks
   are already waiting for the server (backpressure: a slow client slows
   the application down instead of filling memory);
-* **disconnect**: WSGI servers notice a departed client only when a write
-  fails; they then close the iterable. That (or any close before the end)
-  makes a pending ``receive()`` return ``http.disconnect`` and later
-  ``send()`` calls raise :class:`~asgigreen.wsgi.ClientDisconnected`. The
-  application gets ``disconnect_grace`` seconds to finish, then its task is
-  cancelled. Once the response is complete ``receive()`` also answers
-  ``http.disconnect``, as ASGI servers do.
+* **disconnect**: WSGI servers notice a departed client only when a read
+  or a write fails. An upload cut off (``wsgi.input`` returns ``b""``
+  before ``Content-Length`` is reached, or its read raises: ``OSError``,
+  gunicorn's ``NoMoreData``, gevent.pywsgi's ``IOError``, a reset
+  connection) counts as the client leaving, and so does the server closing
+  the iterable before the end of the response (what it does when a write
+  fails). From then on every pending and later ``receive()`` returns
+  ``http.disconnect`` at once, and ``send()`` raises
+  :class:`~asgigreen.wsgi.ClientDisconnected`. The application gets
+  ``disconnect_grace`` seconds to finish, then its task is cancelled.
+  However it ends then (returning, raising ``ClientDisconnected``, being
+  cancelled) the WSGI call ends cleanly and what it raised is only logged
+  (at debug level for disconnects and cancellation): the response body just
+  stops, or, if the response had not started, the call answers ``400 Bad
+  Request`` (which a client that only half-closed still reads). Once the
+  response is complete ``receive()`` also answers ``http.disconnect``, as
+  ASGI servers do.
 
 The two sides meet through a mailbox: the loop side appends messages and
 sets the hub's :class:`~asgigreen.hubs.Signal` the WSGI worker parks on;
@@ -46,7 +56,10 @@ once, instead of each waiting behind every greenlet already queued.
 Errors raised by the application before it starts the response are
 re-raised from the WSGI call, so the WSGI server (and error-reporting
 middleware around this one) see them and answer 500; errors after that are
-raised from the iterable, and the server drops the connection.
+raised from the iterable, and the server drops the connection. A
+cancellation is never raised to the server as ``asyncio.CancelledError``
+(a ``BaseException``, which ends a ``gunicorn -k gthread`` worker): with
+the client still there it becomes a ``RuntimeError``.
 
 Lifespan
 --------
@@ -117,6 +130,13 @@ _TOKEN_CHARS = frozenset(
 # As ints: ``13 in value`` is a plain byte search, several times quicker here.
 _CR, _LF, _NUL = b"\r\n\0"
 _ASGI_VERSIONS = {"version": "3.0", "spec_version": "2.4"}
+# What the WSGI call answers when the client left before the response started.
+_CUT_OFF_BODY = b"The request body was cut off: the client disconnected.\n"
+_CUT_OFF_STATUS = "400 Bad Request"
+_CUT_OFF_HEADERS = (
+    ("Content-Type", "text/plain; charset=utf-8"),
+    ("Content-Length", str(len(_CUT_OFF_BODY))),
+)
 
 
 class LifespanFailed(RuntimeError):
@@ -498,31 +518,40 @@ class _Exchange:
         return room
 
     async def receive(self) -> _Message:
-        """ASGI ``receive()``: body chunks read on demand, then ``http.disconnect``."""
+        """ASGI ``receive()``: body chunks read on demand, then ``http.disconnect``.
+
+        Once the client is known to be gone (or the response is complete),
+        every call answers ``http.disconnect`` at once.
+        """
         # Made on first use: most requests never call receive() twice at once.
         if self._receive_lock is None:
             self._receive_lock = asyncio.Lock()
         async with self._receive_lock:
-            if not (self._loop_disconnected or self._loop_complete):
-                if self._loop_body == "empty":
-                    self._loop_body = "done"
-                    return {"type": "http.request", "body": b"", "more_body": False}
-                if self._loop_body == "reading":
+            if self._loop_disconnected or self._loop_complete:
+                return {"type": "http.disconnect"}
+            if self._loop_body == "empty":
+                self._loop_body = "done"
+                return {"type": "http.request", "body": b"", "more_body": False}
+            if self._loop_body == "reading":
+                wanted = self._body_wanted
+                if wanted is None:
                     wanted = self._body_wanted = self._loop.create_future()
                     self._post(("read",))
-                    try:
-                        got = await wanted
-                    finally:
-                        self._body_wanted = None
-                    if got is not None:
-                        data, more = got
-                        if not more:
-                            self._loop_body = "done"
-                        return {"type": "http.request", "body": data, "more_body": more}
-                # The body was all read: wait for the response to end or the client to leave.
-                if self._finished is None:
-                    self._finished = self._loop.create_future()
-                await asyncio.shield(self._finished)
+                # Shielded: a receive() cancelled while the piece is on its way
+                # (Starlette's is_disconnected() does that) leaves it to the
+                # next call instead of dropping it.
+                got = await asyncio.shield(wanted)
+                self._body_wanted = None
+                if got is None:  # the client left: disconnected() answered
+                    return {"type": "http.disconnect"}
+                data, more = got
+                if not more:
+                    self._loop_body = "done"
+                return {"type": "http.request", "body": data, "more_body": more}
+            # The body was all read: wait for the response to end or the client to leave.
+            if self._finished is None:
+                self._finished = self._loop.create_future()
+            await asyncio.shield(self._finished)
         return {"type": "http.disconnect"}
 
     async def send(self, message: _Message) -> None:
@@ -654,17 +683,24 @@ class _Exchange:
         try:
             data = self._input.read(size) if size else b""
         except Exception as exc:
-            # The client went away mid-upload, or sent a malformed body.
+            # The client went away mid-upload (OSError, gunicorn's NoMoreData,
+            # gevent.pywsgi's IOError, a reset), or sent a malformed body.
             logger.debug("Reading the request body failed: %r", exc)
             self._abandon()
             return
+        except BaseException:
+            # A gevent Timeout or a kill while reading: cancel the application.
+            self._interrupt()
+            raise
         if remaining is None:
             more = bool(data)
         else:
-            if len(data) < size:
+            if size and not data:
                 # The body ended before its Content-Length: the client left.
+                logger.debug("The request body ended %d bytes short", remaining)
                 self._abandon()
                 return
+            # A short read still counts; the next one tells whether it ended.
             self._remaining = remaining = remaining - len(data)
             more = remaining > 0
         self._to_loop(self.body_arrived, data, more)
@@ -677,7 +713,10 @@ class _Exchange:
     def head(self) -> tuple[str, list[tuple[str, str]]]:
         """Serve the application until it starts its response; its status and headers.
 
-        Re-raises what the application raised before that.
+        Re-raises what the application raised before that (a cancellation as
+        ``RuntimeError``). If the client left first, the application's end is
+        only logged and this answers ``400 Bad Request`` for it, with
+        ``_ended`` set: the caller then sends :data:`_CUT_OFF_BODY`.
         """
         while True:
             item = self._next_item()
@@ -688,8 +727,13 @@ class _Exchange:
                 self._read_body()
             elif kind == "end":
                 self._ended = True
-                if item[1] is not None:
-                    raise item[1]
+                error = item[1]
+                if self._abandoned:
+                    self._final_chunk_seen = True
+                    _after_disconnect(error)
+                    return _CUT_OFF_STATUS, list(_CUT_OFF_HEADERS)
+                if error is not None:
+                    raise _for_server(error, "before it started its response")
                 raise RuntimeError("The ASGI application returned without starting a response")
 
     def completed_body(self) -> list[bytes] | None:
@@ -730,11 +774,11 @@ class _Exchange:
             elif kind == "end":
                 self._ended = True
                 error = item[1]
-                if error is not None and not (
-                    self._abandoned and isinstance(error, (OSError, asyncio.CancelledError))
-                ):
-                    raise error
-                if not self._final_chunk_seen and not self._abandoned:
+                if self._abandoned:
+                    _after_disconnect(error)  # the client is gone: just end the body
+                elif error is not None:
+                    raise _for_server(error, "in the middle of its response")
+                elif not self._final_chunk_seen:
                     raise RuntimeError(
                         "The ASGI application returned without completing its response"
                     )
@@ -753,8 +797,42 @@ class _Exchange:
             item = self._next_item()
             if item[0] == "end":
                 self._ended = True
+                _after_disconnect(item[1], fatal=False)
             elif item[0] == "read":
                 self._read_body()
+
+
+def _after_disconnect(error: BaseException | None, fatal: bool = True) -> None:
+    """How the application ended once the client had left: logged, not raised.
+
+    Only ``KeyboardInterrupt``, ``SystemExit`` and the like still go to the
+    WSGI side (unless ``fatal`` is false: from ``close()``), as they do with
+    the client there.
+    """
+    if error is None:
+        return
+    if isinstance(error, (OSError, asyncio.CancelledError)):
+        logger.debug("The ASGI application ended after the client disconnected: %r", error)
+    elif isinstance(error, Exception) or not fatal:
+        logger.error(
+            "Exception in the ASGI application after the client disconnected", exc_info=error
+        )
+    else:
+        raise error
+
+
+def _for_server(error: BaseException, where: str) -> BaseException:
+    """What the WSGI call raises for the application's ``error``.
+
+    A cancellation (not the client leaving: that is handled before) is a
+    ``BaseException`` a WSGI server does not catch; gunicorn's gthread
+    worker would exit. The server gets a ``RuntimeError`` instead.
+    """
+    if isinstance(error, asyncio.CancelledError):
+        wrapped = RuntimeError(f"The ASGI application was cancelled {where}")
+        wrapped.__cause__ = error
+        return wrapped
+    return error
 
 
 # -- the adapter -------------------------------------------------------------------
@@ -891,6 +969,8 @@ class AsgiToWsgi:
         exchange.start(self.build_scope(environ))
         status, headers = exchange.head()
         start_response(status, headers)
+        if exchange._ended:  # the client left before the response started
+            return [_CUT_OFF_BODY]
         body = exchange.completed_body()
         return exchange if body is None else body
 

@@ -7,6 +7,7 @@ a task listening for ``http.disconnect`` while the response streams.
 
 ``A2W_EVENTS`` (a file path), if set, receives one line per lifespan event
 and per observed disconnect, so a test can see them from outside the process.
+``A2W_DISCONNECT_GRACE`` sets the adapter's ``disconnect_grace`` (seconds).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 #: What the application saw, per process; tests in the same process read it.
-RECORDS: dict[str, Any] = {"startups": 0, "shutdowns": 0, "streams": {}}
+RECORDS: dict[str, Any] = {"startups": 0, "shutdowns": 0, "streams": {}, "uploads": {}}
 _lock = threading.Lock()
 
 
@@ -131,6 +132,76 @@ async def stream(scope: dict[str, Any], receive: Receive, send: Send, query: Any
         listener.cancel()
 
 
+async def cut_upload(receive: Receive, send: Send, query: Any) -> None:
+    """Reads the body with receive() like Starlette's ``request.body()``; for cut-off uploads.
+
+    Notes ``upload-reading`` once the first piece arrived (the test then
+    cuts the connection while this waits in receive()) and
+    ``upload-disconnect <monotonic time> <bytes> <next receive()>`` when
+    ``http.disconnect`` comes. Then, by ``then``: ``raise``
+    ClientDisconnected (as Starlette does), ``return`` without a response,
+    ``respond`` (send() raises), or ``ignore`` it and sleep until cancelled.
+    """
+    token = query.get("t", ["none"])[0]
+    then = query.get("then", ["raise"])[0]
+    record: dict[str, Any] = {"received": 0, "disconnect": None, "again": None}
+    RECORDS["uploads"][token] = record
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                record["disconnect"] = time.monotonic()
+                # Any later receive() answers at once too.
+                again = await asyncio.wait_for(receive(), 1.0)
+                record["again"] = again["type"]
+                note(
+                    f"upload-disconnect {token} {record['disconnect']:.6f} "
+                    f"{record['received']} {again['type']}"
+                )
+                break
+            if not record["received"]:
+                note(f"upload-reading {token}")
+            record["received"] += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                await respond(send, {"length": record["received"]})
+                return
+        if then == "raise":
+            raise ClientDisconnected("the client left during the upload")
+        if then == "respond":
+            try:
+                await respond(send, {"length": record["received"]})
+            except ClientDisconnected:
+                note(f"upload-send-refused {token}")
+                raise
+        elif then == "ignore":
+            await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        record["cancelled"] = time.monotonic()
+        note(f"upload-cancelled {token} {record['cancelled']:.6f}")
+        raise
+
+
+async def peek(receive: Receive) -> Message | None:
+    """Like Starlette's ``request.is_disconnected()``: a receive() cancelled at its first wait.
+
+    The message if one was there at once, else None.
+    """
+    probe = asyncio.ensure_future(receive())
+    await asyncio.sleep(0)  # it runs up to its wait for the next piece of body
+    probe.cancel()
+    try:
+        return await probe
+    except asyncio.CancelledError:
+        return None
+
+
+async def cancelled() -> None:
+    """Raise CancelledError as an application does when something it awaits is cancelled."""
+    never = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_soon(never.cancel)
+    await never
+
+
 async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
         await lifespan(scope, receive, send)
@@ -165,6 +236,20 @@ async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
     elif path == "/upload":
         body, sizes = await read_body(receive)
         await respond(send, {"length": len(body), "chunks": len(sizes), "largest": max(sizes)})
+    elif path == "/upload-cut":
+        await cut_upload(receive, send, query)
+    elif path == "/probing-upload":
+        # Checks for a disconnect before each piece, as a Starlette view may.
+        total = probes = 0
+        while True:
+            probes += 1
+            message = await peek(receive) or await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnected("disconnected while reading")
+            total += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        await respond(send, {"length": total, "probes": probes})
     elif path == "/first-chunk":
         # Answers after the first piece of body, never reading the rest.
         message = await receive()
@@ -196,6 +281,12 @@ async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"partial", "more_body": True})
         raise ValueError("failed in the middle of the response")
+    elif path == "/cancelled-before":
+        await cancelled()
+    elif path == "/cancelled-after":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+        await cancelled()
     elif path == "/no-response":
         return
     elif path == "/bad-header":
@@ -223,4 +314,4 @@ async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         await respond(send, {"error": "not found"}, status=404)
 
 
-application = AsgiToWsgi(app)
+application = AsgiToWsgi(app, disconnect_grace=float(os.environ.get("A2W_DISCONNECT_GRACE", "5")))

@@ -8,6 +8,10 @@
 * ``gunicorn -k gevent`` in a subprocess (once, in the plain run): one
   worker serving many requests at once without a thread each, lifespan once
   per process, disconnects, Django's ASGI handler.
+* Cut-off uploads (raw sockets that close, half-close or reset mid-body)
+  under the in-process servers and ``gunicorn -k gthread / gevent /
+  gevent_pywsgi / sync``: ``http.disconnect`` at once, a clean end of the
+  WSGI call, the worker process kept.
 
 The application is tests/asgi_to_wsgi_app.py.
 """
@@ -22,6 +26,7 @@ import json
 import logging
 import os
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -368,6 +373,22 @@ def test_app_errors_surface_where_wsgi_expects_them() -> None:
     assert answer.status == "200 OK"
 
 
+def test_a_cancelled_app_is_a_runtime_error_for_the_server() -> None:
+    """CancelledError is a BaseException: raised to a WSGI server it ends a gthread worker."""
+    adapter = AsgiToWsgi(sample.app)
+    with pytest.raises(RuntimeError, match="cancelled before it started its response") as raised:
+        adapter(environ_for("/cancelled-before"), Answer().start_response)
+    assert isinstance(raised.value.__cause__, asyncio.CancelledError)
+    result = adapter(environ_for("/cancelled-after"), Answer().start_response)
+    chunks = iter(result)
+    assert next(chunks) == b"partial"
+    with pytest.raises(RuntimeError, match="cancelled in the middle of its response"):
+        next(chunks)
+    result.close()
+    answer, _ = call(adapter, environ_for("/state"))
+    assert answer.status == "200 OK"
+
+
 def test_hop_by_hop_headers_are_dropped() -> None:
     answer, body = call(AsgiToWsgi(sample.app), environ_for("/hop-by-hop"))
     assert answer.status == "201 Created"
@@ -426,11 +447,17 @@ def test_a_worker_interrupted_before_the_response_starts_cancels_the_app() -> No
 # -- an in-process server ------------------------------------------------------------
 
 
-def mounted(application: Any) -> Any:
-    """WSGI middleware mounting the application at /mount as well (SCRIPT_NAME)."""
+def mounted(application: Any, impatient: Any = None) -> Any:
+    """WSGI middleware mounting the application at /mount as well (SCRIPT_NAME).
+
+    ``impatient``, if given, serves the paths under /impatient/ instead.
+    """
 
     def wrapper(environ: dict[str, Any], start_response: Any) -> Any:
         path = environ.get("PATH_INFO", "")
+        if impatient is not None and path.startswith("/impatient/"):
+            environ["PATH_INFO"] = path[len("/impatient") :]
+            return impatient(environ, start_response)
         if path.startswith("/mount/"):
             environ["SCRIPT_NAME"] = "/mount"
             environ["PATH_INFO"] = path[len("/mount") :]
@@ -467,9 +494,14 @@ class Server:
         assert self.json("/state")["startups"] >= 1
 
 
+#: ``disconnect_grace`` of the sample application the server fixture serves at /impatient/.
+IMPATIENT_GRACE = 0.3
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
-    application = mounted(sample.application)
+    impatient = AsgiToWsgi(sample.app, disconnect_grace=IMPATIENT_GRACE)
+    application = mounted(sample.application, impatient)
     if GEVENT_MODE:
         from gevent.pywsgi import WSGIServer
 
@@ -672,6 +704,114 @@ def test_live_body_longer_than_content_length(server: Server) -> None:
     server.assert_serving()
 
 
+# -- cut-off uploads: the client leaves while the application reads the body --------
+
+#: How a client cuts off its upload: FIN, half-close (it still reads the answer), RST.
+CUT_OFFS = ("close", "shutdown", "reset")
+#: What the application does once it heard http.disconnect (see asgi_to_wsgi_app.cut_upload).
+AFTER_DISCONNECT = ("raise", "return", "respond")
+CUT_HEADERS = (
+    b"POST %s HTTP/1.1\r\nHost: t\r\nContent-Type: application/octet-stream\r\n"
+    b"Content-Length: 1000000\r\n\r\n"
+)
+
+
+def cut_upload(port: int, path: str, how: str, reading: Callable[[], Any]) -> tuple[float, Any]:
+    """Send the headers of a 1 MB upload and 100 kB of it, then cut the connection.
+
+    ``reading()`` tells when the application has the first piece (it then
+    waits in receive() for more). Returns when the cut happened
+    (``time.monotonic()``) and, for a half-close, the (status, body) that
+    still came back, or the error reading it raised.
+    """
+    client = socket.create_connection(("127.0.0.1", port), timeout=15)
+    try:
+        client.sendall(CUT_HEADERS % path.encode())
+        client.sendall(b"u" * 100_000)
+        _wait_for(reading, timeout=10)
+        closed_at = time.monotonic()
+        if how == "reset":
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        if how != "shutdown":
+            return closed_at, None
+        client.shutdown(socket.SHUT_WR)
+        response = http.client.HTTPResponse(client)
+        try:
+            response.begin()
+            return closed_at, (response.status, response.read())
+        except (OSError, http.client.HTTPException) as exc:
+            return closed_at, repr(exc)
+    finally:
+        client.close()
+
+
+def test_live_cut_off_uploads_hear_disconnect_at_once(server: Server) -> None:
+    """Each way of cutting an upload off is http.disconnect for receive(), at once.
+
+    gevent.pywsgi's ``wsgi.input`` raises (an IOError for the short body,
+    ConnectionResetError for the RST); werkzeug's returns short, then b"".
+    """
+    latencies = []
+    for number, how in enumerate(CUT_OFFS * len(AFTER_DISCONNECT)):
+        then = AFTER_DISCONNECT[number // len(CUT_OFFS)]
+        token = uuid.uuid4().hex
+        closed_at, answer = cut_upload(
+            server.port,
+            f"/upload-cut?t={token}&then={then}",
+            how,
+            lambda token=token: sample.RECORDS["uploads"].get(token, {}).get("received"),
+        )
+        record = sample.RECORDS["uploads"][token]
+        _wait_for(lambda record=record: record["again"], timeout=3)
+        latency = record["disconnect"] - closed_at
+        latencies.append(latency)
+        assert latency < 1.0, (how, then, latency)
+        assert record["again"] == "http.disconnect"  # a later receive() too
+        if how == "shutdown":
+            # The WSGI call ended cleanly, with an answer the client can still read.
+            assert isinstance(answer, tuple) and answer[0] == 400, (how, then, answer)
+        server.assert_serving()
+    print(
+        f"\n{server.name}: {len(latencies)} cut-off uploads, http.disconnect after "
+        f"{max(latencies) * 1000:.0f} ms at most (disconnect_grace 5 s)"
+    )
+
+
+def test_live_app_ignoring_a_cut_off_upload_is_cancelled_cleanly(server: Server) -> None:
+    """Past disconnect_grace the application is cancelled; the server sees a clean end."""
+    for how in CUT_OFFS:
+        token = uuid.uuid4().hex
+        closed_at, answer = cut_upload(
+            server.port,
+            f"/impatient/upload-cut?t={token}&then=ignore",
+            how,
+            lambda token=token: sample.RECORDS["uploads"].get(token, {}).get("received"),
+        )
+        record = sample.RECORDS["uploads"][token]
+        _wait_for(lambda record=record: record.get("cancelled"), timeout=5)
+        assert record["disconnect"] - closed_at < 1.0
+        waited = record["cancelled"] - record["disconnect"]
+        assert IMPATIENT_GRACE * 0.8 < waited < IMPATIENT_GRACE + 2, waited
+        if how == "shutdown":
+            # No CancelledError out of the WSGI call: it answered.
+            assert isinstance(answer, tuple) and answer[0] == 400, answer
+        server.assert_serving()
+
+
+def test_live_receive_cancelled_while_a_piece_is_on_its_way_loses_none(server: Server) -> None:
+    """A receive() cancelled at its first wait (Starlette's is_disconnected()) drops no body."""
+    body = b"p" * 300_000  # 5 pieces of at most 64 KiB
+    status, _, answer = server.request("POST", "/probing-upload", body)
+    assert status == 200
+    assert json.loads(answer)["length"] == len(body)
+
+
+def test_live_cancelled_app_is_a_500_and_the_server_keeps_serving(server: Server) -> None:
+    status, _, _ = server.request("GET", "/cancelled-before")
+    assert status == 500
+    server.assert_serving()
+
+
 def test_live_thread_sensitive_sync_code_runs_off_the_loop(server: Server) -> None:
     assert server.json("/sync") == {"on_loop": False}
 
@@ -795,6 +935,127 @@ def test_gunicorn_gevent_streams_and_notices_disconnects(tmp_path: Path) -> None
         for path in ("/error-before", "/no-response"):
             assert http_get(port, path)[0] == 500
         assert http_get(port, "/state")[0] == 200
+
+
+#: gunicorn workers that serve AsgiToWsgi: threads hub (gthread, sync), gevent hub (the others).
+CUT_WORKER_CLASSES = ("gthread", "gevent", "gevent_pywsgi", "sync")
+#: Lines a clean end of every WSGI call leaves out of gunicorn's log (at --log-level info).
+UNCLEAN = ("Traceback", "CancelledError", "Error handling request", "Socket error processing")
+
+
+def _event_time(tmp_path: Path, prefix: str) -> float | None:
+    """The time on the first event line starting with ``prefix`` (after the pid), if any."""
+    for line in _events(tmp_path):
+        _, _, event = line.partition(" ")
+        if event.startswith(prefix):
+            return float(event.split()[2])
+    return None
+
+
+def _cut_uploads_under_gunicorn(
+    port: int, service: Service, tmp_path: Path, cuts: list[tuple[str, str]], wait: str
+) -> dict[str, Any]:
+    """Each (how, then) of ``cuts`` once, then a normal request; what came of it.
+
+    ``wait`` is the event awaited after each cut (``upload-disconnect`` or
+    ``upload-cancelled``), for at most 3 s, well under the default
+    disconnect_grace of 5 s.
+    """
+    seen: dict[str, Any] = {"latencies": [], "waited": [], "answers": [], "pids": []}
+    for how, then in cuts:
+        token = uuid.uuid4().hex
+        closed_at, answer = cut_upload(
+            port,
+            f"/upload-cut?t={token}&then={then}",
+            how,
+            lambda token=token: any(
+                e.endswith(f" upload-reading {token}") for e in _events(tmp_path)
+            ),
+        )
+        deadline = time.monotonic() + 3
+        while _event_time(tmp_path, f"{wait} {token}") is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        heard = _event_time(tmp_path, f"upload-disconnect {token}")
+        seen["latencies"].append(None if heard is None else heard - closed_at)
+        cancelled = _event_time(tmp_path, f"upload-cancelled {token}")
+        seen["waited"].append(None if cancelled is None or heard is None else cancelled - heard)
+        again = [e for e in _events(tmp_path) if f"upload-disconnect {token} " in e]
+        seen.setdefault("again", []).append(again[0].split()[-1] if again else None)
+        if how == "shutdown":
+            seen["answers"].append(answer[0] if isinstance(answer, tuple) else answer)
+        try:
+            status, body = http_get(port, "/state", timeout=30)
+            seen["pids"].append(json.loads(body)["pid"] if status == 200 else status)
+        except Exception as exc:
+            seen["pids"].append(repr(exc))
+    log = service.output()
+    seen["boots"] = log.count("Booting worker")
+    seen["unclean"] = {marker: log.count(marker) for marker in UNCLEAN if marker in log}
+    return seen
+
+
+@pytest.mark.threads_only
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("worker_class", CUT_WORKER_CLASSES)
+def test_gunicorn_cut_off_uploads_hear_disconnect_and_the_worker_survives(
+    tmp_path: Path, worker_class: str
+) -> None:
+    """11 uploads cut off while the application waits in receive() (the issue's figure)."""
+    cuts = [
+        (CUT_OFFS[n % len(CUT_OFFS)], AFTER_DISCONNECT[(n // len(CUT_OFFS)) % 3]) for n in range(11)
+    ]
+    env = _child_env(tmp_path)
+    with gunicorn(
+        "asgi_to_wsgi_app:application", worker_class, env, tmp_path, "--log-level", "info"
+    ) as (port, service):
+        wait_until(lambda: http_get(port, "/state", timeout=5)[0] == 200, "gunicorn", service)
+        pid = json.loads(http_get(port, "/state")[1])["pid"]
+        seen = _cut_uploads_under_gunicorn(port, service, tmp_path, cuts, "upload-disconnect")
+        output = service.output()
+    heard = [latency for latency in seen["latencies"] if latency is not None]
+    print(
+        f"\ngunicorn -k {worker_class}: {len(cuts)} cut-off uploads; http.disconnect seen "
+        f"{len(heard)}/{len(cuts)}, at most {max(heard, default=float('nan')) * 1000:.0f} ms "
+        f"after the cut; worker exits {seen['boots'] - 1}; same worker after each: "
+        f"{seen['pids'].count(pid)}/{len(cuts)}; half-closed clients got {seen['answers']}; "
+        f"unclean log lines {seen['unclean']}"
+    )
+    assert len(heard) == len(cuts), seen
+    assert max(heard) < 1.0, seen  # disconnect_grace is 5 s
+    assert seen["again"] == ["http.disconnect"] * len(cuts), seen
+    assert seen["pids"] == [pid] * len(cuts), (seen, output[-3000:])
+    assert seen["boots"] == 1, output[-3000:]
+    assert seen["answers"] == [400] * sum(how == "shutdown" for how, _ in cuts), seen
+    assert not seen["unclean"], output[-5000:]
+
+
+@pytest.mark.threads_only
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("worker_class", CUT_WORKER_CLASSES)
+def test_gunicorn_app_ignoring_a_cut_off_upload_is_cancelled_and_the_worker_survives(
+    tmp_path: Path, worker_class: str
+) -> None:
+    """Cancelled after disconnect_grace: no CancelledError reaches gunicorn."""
+    cuts = [(how, "ignore") for how in CUT_OFFS]
+    env = _child_env(tmp_path, A2W_DISCONNECT_GRACE="0.5")
+    with gunicorn(
+        "asgi_to_wsgi_app:application", worker_class, env, tmp_path, "--log-level", "info"
+    ) as (port, service):
+        wait_until(lambda: http_get(port, "/state", timeout=5)[0] == 200, "gunicorn", service)
+        pid = json.loads(http_get(port, "/state")[1])["pid"]
+        seen = _cut_uploads_under_gunicorn(port, service, tmp_path, cuts, "upload-cancelled")
+        output = service.output()
+    print(
+        f"\ngunicorn -k {worker_class}, app ignoring the disconnect: cancelled after "
+        f"{seen['waited']} s (grace 0.5 s); worker exits {seen['boots'] - 1}; "
+        f"half-closed client got {seen['answers']}; unclean log lines {seen['unclean']}"
+    )
+    assert all(latency is not None and latency < 1.0 for latency in seen["latencies"]), seen
+    assert all(w is not None and 0.4 < w < 2.5 for w in seen["waited"]), seen
+    assert seen["pids"] == [pid] * len(cuts), (seen, output[-3000:])
+    assert seen["boots"] == 1, output[-3000:]
+    assert seen["answers"] == [400], seen
+    assert not seen["unclean"], output[-5000:]
 
 
 DJANGO_ENTRY = """
