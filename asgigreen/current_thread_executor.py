@@ -50,7 +50,21 @@ class CurrentThreadExecutor(Executor):
     def run_until_future(self, future: Future[Any]) -> None:
         """Run submitted work on this worker until ``future`` is done.
 
-        Work already queued when the future completes still runs.
+        Work already queued when the future completes still runs. If the
+        caller is interrupted (a gevent ``Timeout``, a kill, Ctrl-C), work
+        queued then or later is refused with ``RuntimeError``.
+        """
+        try:
+            self._serve_until(future)
+        except BaseException:
+            self._quit()
+            raise
+
+    def _serve_until(self, future: Future[Any]) -> None:
+        """:meth:`run_until_future`, except that an interruption leaves it serving.
+
+        The caller may call it again to go on serving (while what it waits
+        for unwinds) and calls :meth:`_quit` when it stops for good.
         """
         if hubs.get_hub().worker_id() != self._owner:
             raise RuntimeError("You cannot run CurrentThreadExecutor from a different thread")
@@ -61,26 +75,24 @@ class CurrentThreadExecutor(Executor):
             self._signal.set()
 
         future.add_done_callback(stop)
-        try:
-            while True:
-                with self._lock:
-                    item = self._queue.popleft() if self._queue else None
-                    finished = item is None and self._done
-                if item is not None:
-                    _run_into(*item)
-                    del item
-                elif finished:
-                    return
-                else:
-                    self._signal.wait()
-        except BaseException:
-            # The caller was interrupted (a gevent Timeout, a kill, Ctrl-C):
-            # nobody will run queued or later work here, so refuse it rather
-            # than leave the async side waiting forever.
-            self._quit()
-            raise
+        while True:
+            with self._lock:
+                item = self._queue.popleft() if self._queue else None
+                finished = item is None and self._done
+            if item is not None:
+                _run_into(*item)
+                del item
+            elif finished:
+                return
+            else:
+                self._signal.wait()
 
     def _quit(self) -> None:
+        """Stop serving: refuse queued and later work with ``RuntimeError``.
+
+        For a caller that will not serve any more (it was interrupted):
+        refused work fails at once instead of leaving the async side waiting.
+        """
         with self._lock:
             self._done = True
             abandoned = list(self._queue)

@@ -246,6 +246,7 @@ class AsyncToSync(Generic[_P, _R]):
         # A list so main_wrap can hand back the context as it ends.
         context = [contextvars.copy_context()]
         task_context = getattr(SyncToAsync.threadlocal, "task_context", None)
+        running = _RunningCall()
         try:
             awaitable = self.main_wrap(
                 call_result,
@@ -253,18 +254,27 @@ class AsyncToSync(Generic[_P, _R]):
                 task_context,
                 context,
                 self.awaitable(*args, **kwargs),
+                running,
             )
             if outer_loop is not None and _schedule(outer_loop, awaitable):
-                current_executor.run_until_future(call_result)
+                _wait_cancelling_on_interrupt(current_executor, call_result, running)
             else:
-                self._run_on_new_loop(awaitable, current_executor)
+                self._run_on_new_loop(awaitable, current_executor, running)
+        except BaseException as interruption:
+            if not running.interrupted or not _gets_the_result(interruption, call_result):
+                raise
+            # The coroutine finished before it could be cancelled: its
+            # result (a message taken off a queue, say) is the caller's.
         finally:
             _restore_context(context[0])
             self.executors.current = old_executor
         return call_result.result()
 
     def _run_on_new_loop(
-        self, awaitable: Coroutine[Any, Any, None], current_executor: CurrentThreadExecutor
+        self,
+        awaitable: Coroutine[Any, Any, None],
+        current_executor: CurrentThreadExecutor,
+        running: _RunningCall,
     ) -> None:
         async def run() -> None:
             loop = asyncio.get_running_loop()
@@ -285,7 +295,7 @@ class AsyncToSync(Generic[_P, _R]):
                 pinned = hub.serial_executor()
                 self.context_to_thread_executor[single_thread_context] = pinned
             finished = pinned.submit(runner)
-        current_executor.run_until_future(finished)
+        _wait_cancelling_on_interrupt(current_executor, finished, running)
         finished.result()
 
     def __get__(self, parent: Any, objtype: Any) -> Callable[_P, _R]:
@@ -300,11 +310,18 @@ class AsyncToSync(Generic[_P, _R]):
         task_context: list[asyncio.Task[Any]] | None,
         context: list[contextvars.Context],
         awaitable: Coroutine[Any, Any, _R] | Awaitable[_R],
+        running: _RunningCall | None = None,
     ) -> None:
         """Await ``awaitable`` on the event loop and settle ``call_result``."""
         __traceback_hide__ = True
         _restore_context(context[0])
         current_task = asyncio.current_task()
+        if running is not None and not running.started(current_task):
+            # The caller was interrupted before the call began.
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()
+            call_result.set_exception(asyncio.CancelledError())
+            return
         if current_task is not None and task_context is not None:
             task_context.append(current_task)
         try:
@@ -322,9 +339,86 @@ class AsyncToSync(Generic[_P, _R]):
         else:
             call_result.set_result(result)
         finally:
+            if running is not None:
+                running.ended()
             if current_task is not None and task_context is not None:
                 task_context.remove(current_task)
             context[0] = contextvars.copy_context()
+
+
+class _RunningCall:
+    """The task running an ``async_to_sync`` call, for a caller interrupted meanwhile.
+
+    A sync caller interrupted while it waits (a gevent ``Timeout``, a kill,
+    Ctrl-C) cancels the coroutine instead of leaving it running with nobody
+    to take its result, as ``asyncio.wait_for`` would.
+    """
+
+    __slots__ = ("_lock", "_loop", "_task", "interrupted")
+
+    def __init__(self) -> None:
+        self._lock = hubs.get_hub().new_lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self.interrupted = False
+
+    def started(self, task: asyncio.Task[Any] | None) -> bool:
+        """Called by the coroutine's task as it begins; False if already cancelled."""
+        with self._lock:
+            if self.interrupted:
+                return False
+            if task is not None:
+                self._loop, self._task = task.get_loop(), task
+            return True
+
+    def ended(self) -> None:
+        with self._lock:
+            self._loop = self._task = None
+
+    def cancel(self) -> None:
+        """From the interrupted caller: cancel the task, or the call before it begins."""
+        with self._lock:
+            self.interrupted = True
+            loop, task = self._loop, self._task
+        if loop is not None and task is not None:
+            try:
+                hubs.get_hub().call_soon_threadsafe(loop, task.cancel)
+            except RuntimeError:
+                pass  # the loop closed: the call is over
+
+
+def _wait_cancelling_on_interrupt(
+    executor: CurrentThreadExecutor, until: Future[Any], running: _RunningCall
+) -> None:
+    """Serve ``executor`` until ``until`` is done; on an interruption, cancel first.
+
+    After an interruption the caller keeps serving the coroutine's
+    thread-sensitive calls while it unwinds (its clean-up may need them),
+    then re-raises. A second interruption stops the wait at once.
+    """
+    try:
+        executor._serve_until(until)
+    except BaseException:
+        running.cancel()
+        try:
+            executor._serve_until(until)
+        finally:
+            executor._quit()
+        raise
+
+
+def _gets_the_result(interruption: BaseException, call_result: Future[Any]) -> bool:
+    """Whether a caller interrupted after its call had already ended takes its result.
+
+    Yes for a timeout or an error thrown in, whose purpose the call's end has
+    met; not when the caller itself must end (a kill, Ctrl-C, exit).
+    """
+    if not call_result.done() or call_result.cancelled() or call_result.exception() is not None:
+        return False
+    if isinstance(interruption, (SystemExit, KeyboardInterrupt, GeneratorExit)):
+        return False
+    greenlet_module = sys.modules.get("greenlet")
+    return greenlet_module is None or not isinstance(interruption, greenlet_module.GreenletExit)
 
 
 def _call_with_context_restored(context: contextvars.Context, child: Callable[[], _R]) -> _R:

@@ -84,6 +84,73 @@ def test_a_worker_does_not_keep_a_loop_it_left_as_its_outer_loop() -> None:
     assert a.value == "mine"
 
 
+# -- 2. interrupted calls cancel their coroutine ---------------------------------------
+
+
+@pytest.mark.gevent_only
+@pytest.mark.parametrize("how", ["timeout", "kill"])
+def test_an_interrupted_async_to_sync_cancels_its_coroutine(how: str) -> None:
+    import gevent
+
+    outcome: list[str] = []
+
+    async def slow() -> str:
+        try:
+            await asyncio.sleep(5)
+            outcome.append("finished")
+            return "late"
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+
+    def call() -> str:
+        return async_to_sync(slow)()
+
+    started = time.perf_counter()
+    if how == "timeout":
+        with pytest.raises(gevent.Timeout), gevent.Timeout(0.05):
+            call()
+    else:
+        caller = gevent.spawn(call)
+        gevent.sleep(0.05)
+        caller.kill(block=True, timeout=5)
+        assert caller.dead
+    assert outcome == ["cancelled"]
+    assert time.perf_counter() - started < 2
+
+
+@pytest.mark.gevent_only
+def test_polling_a_layer_under_gevent_timeouts_loses_no_message() -> None:
+    # The gevent way to poll with a limit. An interrupted receive is
+    # cancelled (the message stays queued), or, if it had already taken a
+    # message, hands that message to the caller.
+    import gevent
+
+    from asgigreen.layers import InMemoryChannelLayer
+
+    layer = InMemoryChannelLayer(capacity=1000)
+    sent = 300
+    received: list[int] = []
+
+    def sender() -> None:
+        for n in range(sent):
+            async_to_sync(layer.send)("polled", {"type": "n", "n": n})
+            gevent.sleep(0.001 if n % 3 else 0.03)
+
+    def poller() -> None:
+        deadline = time.monotonic() + 30
+        while len(received) < sent and time.monotonic() < deadline:
+            message = None
+            with gevent.Timeout(0.02, False):
+                message = async_to_sync(layer.receive)("polled")
+            if message is not None:
+                received.append(message["n"])
+
+    gevent.joinall([gevent.spawn(sender), gevent.spawn(poller)], timeout=40)
+    print(f"\n[layers] polled under 20 ms Timeouts: {len(received)}/{sent} received")
+    assert received == list(range(sent))
+
+
 # -- 3. starvation -----------------------------------------------------------------
 
 
