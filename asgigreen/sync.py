@@ -279,10 +279,17 @@ class AsyncToSync(Generic[_P, _R]):
         async def run() -> None:
             loop = asyncio.get_running_loop()
             self.loop_thread_executors[loop] = current_executor
+            # Real asgiref's thread-sensitive sync_to_async would look for
+            # its own caller here, find none and run elsewhere: make it fail.
+            foreign = _real_asgiref_sync()
+            if foreign is not None:
+                foreign.AsyncToSync.loop_thread_executors[loop] = _MIXED_BRIDGES
             try:
                 await awaitable
             finally:
                 del self.loop_thread_executors[loop]
+                if foreign is not None:
+                    foreign.AsyncToSync.loop_thread_executors.pop(loop, None)
 
         hub = hubs.get_hub()
         runner = functools.partial(hub.run_on_new_loop, run)
@@ -344,6 +351,34 @@ class AsyncToSync(Generic[_P, _R]):
             if current_task is not None and task_context is not None:
                 task_context.remove(current_task)
             context[0] = contextvars.copy_context()
+
+
+_MIXED_BRIDGES_MESSAGE = (
+    "{inner}'s thread-sensitive sync_to_async was called inside {outer}'s async_to_sync. "
+    "Real asgiref and asgigreen are both loaded and do not know each other's workers, so "
+    "the call would not run on the thread that called async_to_sync (Django's database "
+    "connections would be opened on the wrong thread). Call asgigreen.install_as_asgiref() "
+    "once at start-up, before Django, Channels or anything else imports asgiref, so that "
+    "every import of asgiref gets asgigreen."
+)
+
+
+def _real_asgiref_sync() -> Any:
+    """Real asgiref's ``sync`` module if it is loaded beside this one, else None."""
+    module = sys.modules.get("asgiref.sync")
+    if module is None or module is sys.modules[__name__]:
+        return None
+    return module
+
+
+class _MixedBridgesTrap(Executor):
+    """Stands in for asgiref's thread-sensitive worker of an asgigreen loop: refuses work."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        raise RuntimeError(_MIXED_BRIDGES_MESSAGE.format(outer="asgigreen", inner="asgiref"))
+
+
+_MIXED_BRIDGES = _MixedBridgesTrap()
 
 
 class _RunningCall:
@@ -589,6 +624,12 @@ class SyncToAsync(Generic[_P, _R], metaclass=_SyncToAsyncType):
         loop_caller = AsyncToSync.loop_thread_executors.get(loop)
         if loop_caller is not None:
             return loop_caller
+        foreign = _real_asgiref_sync()
+        if foreign is not None and (
+            getattr(foreign.AsyncToSync.executors, "current", None) is not None
+            or loop in foreign.AsyncToSync.loop_thread_executors
+        ):
+            raise RuntimeError(_MIXED_BRIDGES_MESSAGE.format(outer="asgiref", inner="asgigreen"))
         if self.deadlock_context.get(False):
             raise RuntimeError("Single thread executor already being used, would deadlock")
         self.deadlock_context.set(True)

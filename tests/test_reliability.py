@@ -402,3 +402,41 @@ def test_async_to_sync_calls_from_sync_code_hold_nothing_per_call() -> None:
     per_call = _count_growth(10_000, run)
     print(f"\n[memory] async_to_sync x10000 from sync code: {per_call:.4f} objects per call")
     assert per_call < 0.01
+
+
+# -- 10. real asgiref beside asgigreen -------------------------------------------------
+
+MIXED = """
+import asyncio
+import asgiref.sync as real
+import asgigreen.sync as green
+
+def work():
+    return "ran"
+
+async def inner_green():
+    return await green.sync_to_async(work)()
+
+async def inner_real():
+    return await real.sync_to_async(work)()
+
+for name, outer, inner in (
+    ("asgiref a2s -> asgigreen s2a", real.async_to_sync, inner_green),
+    ("asgigreen a2s -> asgiref s2a", green.async_to_sync, inner_real),
+):
+    try:
+        print(name, "returned", outer(inner)(), flush=True)
+    except RuntimeError as exc:
+        print(name, "refused:", "install_as_asgiref()" in str(exc), flush=True)
+# Each library on its own still works.
+print("alone", real.async_to_sync(inner_real)(), green.async_to_sync(inner_green)(), flush=True)
+"""
+
+
+def test_mixing_real_asgiref_and_asgigreen_bridges_fails_saying_what_to_do() -> None:
+    done = run_python(MIXED)
+    print(f"\n[mixed] {done.stdout.strip()!r}")
+    assert done.returncode == 0, done.stderr
+    assert "asgiref a2s -> asgigreen s2a refused: True" in done.stdout
+    assert "asgigreen a2s -> asgiref s2a refused: True" in done.stdout
+    assert "alone ran ran" in done.stdout
