@@ -47,10 +47,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import random
 import sys
 import threading
 import time
+import traceback
 from collections import Counter
 from typing import Any
 
@@ -265,6 +267,47 @@ def describe(call: Call) -> str:
     )
 
 
+def _await_chain(task: asyncio.Task[Any]) -> list[str]:
+    """The coroutines a task is suspended in, outermost first, and what the last awaits."""
+    chain = []
+    awaited: Any = task.get_coro()
+    for _ in range(20):
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is None:
+            chain.append(f"{awaited!r:.200}")
+            break
+        chain.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+        if awaited is None:
+            break
+    return chain
+
+
+def stuck_stacks(limit: int = 2) -> list[str]:
+    """Where a few of the tasks still pending wait, and the greenlets running their loops."""
+    found = []
+    for obj in gc.get_objects():
+        if len(found) >= limit:
+            break
+        if issubclass(type(obj), asyncio.Task) and not obj.done():
+            found.append(f"{obj!r:.300}\n  awaiting: " + " -> ".join(_await_chain(obj)))
+    if PATCHED:
+        from greenlet import greenlet
+
+        for obj in gc.get_objects():
+            if len(found) >= 2 * limit:
+                break
+            if (
+                issubclass(type(obj), greenlet)
+                and obj
+                and obj.gr_frame is not None
+                and "run_forever" in "".join(traceback.format_stack(obj.gr_frame))
+            ):
+                stack = "".join(traceback.format_stack(obj.gr_frame)[-8:])
+                found.append("greenlet running a loop:\n" + stack[-1500:])
+    return found
+
+
 def main() -> None:
     watchdog(SECONDS + HANG + 40)
     rng = random.Random(SEED)
@@ -345,6 +388,7 @@ def main() -> None:
             "baseline": baseline,
             "after": after,
             "final_ok": final_ok,
+            "stuck_stacks": stuck_stacks() if after["tasks_pending"] else [],
         }
     )
 

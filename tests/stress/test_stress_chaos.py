@@ -56,6 +56,8 @@ def _check(result: dict[str, Any]) -> None:
         problems.append(f"descriptors {base['fds']} -> {after['fds']} (allowed +{fd_allowance})")
     if result["final_ok"] != 100:
         problems.append(f"only {result['final_ok']}/100 plain calls worked afterwards")
+    if problems and result.get("stuck_stacks"):
+        problems.append("where some of what is left waits:\n" + "\n".join(result["stuck_stacks"]))
     assert not problems, "\n".join(problems)
 
 
