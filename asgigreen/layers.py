@@ -13,8 +13,10 @@ to it, or to Channels' own base class, works with Channels' consumers.
 in-memory layer that ships with Channels, one instance may be used at the
 same time from several event loops (in different threads, or in different
 greenlets of a gevent-monkeypatched process) and from sync code through
-``async_to_sync``: nothing in it belongs to one event loop. For several
-processes or machines, switch to ``channels_redis`` (see ``docs/layers.rst``).
+``async_to_sync``: nothing in it belongs to one event loop. Tests written
+for Channels' layer can look inside it the same way, through its
+``channels`` and ``groups`` attributes. For several processes or machines,
+switch to ``channels_redis`` (see ``docs/layers.rst``).
 
 Settings::
 
@@ -26,13 +28,15 @@ from __future__ import annotations
 import asyncio
 import copy
 import fnmatch
+import heapq
 import itertools
 import logging
 import re
 import secrets
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from . import hubs
@@ -360,42 +364,84 @@ def _check_message(message: object) -> None:
         )
 
 
-# A waiter's states. Changes happen under the layer's lock, except the last
-# one made by a receive() returning its message: by then nothing else can
-# reach the waiter (its loop ran the wake-up, so it was not closed).
+# A waiter's states; every change happens under the layer's lock.
 _WAITING = 0  # in its channel's queue of waiters, no message yet
 _HANDED = 1  # a sender gave it a message; its receive() has not returned it yet
 _DONE = 2  # the message was returned or given back, or the receive gave up
+
+# A queued message: (expiry deadline on the monotonic clock, the message).
+_Item = tuple[float, dict[str, Any]]
+# An expiry record: (deadline, channel) in the queue, (deadline, number,
+# channel) in the heap. Only compared by identity with the channel's own.
+_Entry = tuple[Any, ...]
+
+
+class _Channel:
+    """One channel: its unread messages, oldest first, and the receives on it.
+
+    Messages and waiting receivers are never both present: a message
+    arriving while receivers wait goes straight to the first of them.
+
+    These are the values of :attr:`InMemoryChannelLayer.channels`. Read them
+    as the ``asyncio.Queue`` objects Channels' own layer keeps there:
+    :meth:`qsize`, :meth:`empty`, :meth:`full` and :attr:`maxsize`.
+    """
+
+    __slots__ = ("handed", "indexed", "maxsize", "messages", "name", "waiters")
+
+    def __init__(self, name: str, maxsize: int) -> None:
+        self.name = name
+        #: The channel's capacity, fixed when the entry was made.
+        self.maxsize = maxsize
+        self.messages: deque[_Item] = deque()
+        self.waiters: deque[_Waiter] = deque()
+        # Receives handed a message from here that have not returned it yet.
+        self.handed = 0
+        # This channel's live entry in the layer's expiry records, if any.
+        self.indexed: _Entry | None = None
+
+    def qsize(self) -> int:
+        """How many unread messages the channel holds (expired ones not yet dropped included)."""
+        return len(self.messages)
+
+    def empty(self) -> bool:
+        """Whether the channel holds no unread message."""
+        return not self.messages
+
+    def full(self) -> bool:
+        """Whether the channel holds its capacity of unread messages."""
+        return len(self.messages) >= self.maxsize
+
+    def idle(self) -> bool:
+        """No message, and no receive waiting or about to return: the entry may go."""
+        return not self.messages and not self.waiters and not self.handed
+
+    def __repr__(self) -> str:
+        return (
+            f"<channel {self.name!r}: {len(self.messages)} unread (capacity {self.maxsize}), "
+            f"{len(self.waiters) + self.handed} receive(s) pending>"
+        )
 
 
 class _Waiter:
     """One receive() parked on an empty channel, on its own event loop."""
 
-    __slots__ = ("channel", "future", "loop", "message", "state")
+    __slots__ = ("future", "home", "loop", "message", "state")
 
     def __init__(
-        self, channel: str, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]
+        self, home: _Channel, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]
     ) -> None:
-        self.channel = channel
+        # The channel entry it waits in (the entry may leave the layer's table
+        # while a message handed from it is on its way).
+        self.home = home
         self.loop = loop
         self.future = future
         self.state = _WAITING
-        # (expiry deadline, message) once handed a message.
-        self.message: tuple[float, dict[str, Any]] | None = None
+        self.message: _Item | None = None
 
 
-class _Channel:
-    """A channel's unread messages, oldest first, and its parked receivers.
-
-    Never both at once: a message arriving while receivers wait goes straight
-    to the first of them.
-    """
-
-    __slots__ = ("messages", "waiters")
-
-    def __init__(self) -> None:
-        self.messages: deque[tuple[float, dict[str, Any]]] = deque()
-        self.waiters: deque[_Waiter] = deque()
+def _deadline(record: tuple[float, _Channel]) -> float:
+    return record[0]
 
 
 def _resolve(waiters: list[_Waiter]) -> None:
@@ -403,6 +449,117 @@ def _resolve(waiters: list[_Waiter]) -> None:
     for waiter in waiters:
         if not waiter.future.done():
             waiter.future.set_result(None)
+
+
+class _ChannelsView(Mapping[str, _Channel]):
+    """:attr:`InMemoryChannelLayer.channels`: a live, read-mostly view of its channels."""
+
+    __slots__ = ("_layer",)
+
+    def __init__(self, layer: InMemoryChannelLayer) -> None:
+        self._layer = layer
+
+    def _snapshot(self) -> dict[str, _Channel]:
+        with self._layer._lock:
+            return dict(self._layer._channels)
+
+    def __getitem__(self, name: str) -> _Channel:
+        return self._layer._channels[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._layer._channels
+
+    def __len__(self) -> int:
+        return len(self._layer._channels)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._snapshot())
+
+    def keys(self) -> KeysView[str]:
+        return self._snapshot().keys()
+
+    def values(self) -> ValuesView[_Channel]:
+        return self._snapshot().values()
+
+    def items(self) -> ItemsView[str, _Channel]:
+        return self._snapshot().items()
+
+    def __delitem__(self, name: str) -> None:
+        """Drop ``name``'s unread messages; the entry stays while receivers wait on it."""
+        self._layer._drop_channels([name])
+
+    def clear(self) -> None:
+        """Drop every channel's unread messages (as ``flush()`` does for channels)."""
+        self._layer._drop_channels(None)
+
+    def __setitem__(self, name: str, value: object) -> None:
+        raise TypeError(
+            "InMemoryChannelLayer.channels is for inspection: put messages on a channel with send()"
+        )
+
+    def __repr__(self) -> str:
+        return repr(self._snapshot())
+
+
+class _GroupsView(Mapping[str, Mapping[str, float]]):
+    """:attr:`InMemoryChannelLayer.groups`: a live, read-mostly view of its groups."""
+
+    __slots__ = ("_layer",)
+
+    def __init__(self, layer: InMemoryChannelLayer) -> None:
+        self._layer = layer
+
+    def _snapshot(self) -> dict[str, Mapping[str, float]]:
+        layer = self._layer
+        offset = layer._wall_offset
+        with layer._lock:
+            return {
+                group: MappingProxyType({name: joined + offset for name, joined in members.items()})
+                for group, members in layer._groups.items()
+            }
+
+    def __getitem__(self, group: str) -> Mapping[str, float]:
+        layer = self._layer
+        offset = layer._wall_offset
+        with layer._lock:
+            members = layer._groups[group]
+            return MappingProxyType({name: joined + offset for name, joined in members.items()})
+
+    def __contains__(self, group: object) -> bool:
+        return group in self._layer._groups
+
+    def __len__(self) -> int:
+        return len(self._layer._groups)
+
+    def __iter__(self) -> Iterator[str]:
+        with self._layer._lock:
+            return iter(list(self._layer._groups))
+
+    def keys(self) -> KeysView[str]:
+        return self._snapshot().keys()
+
+    def values(self) -> ValuesView[Mapping[str, float]]:
+        return self._snapshot().values()
+
+    def items(self) -> ItemsView[str, Mapping[str, float]]:
+        return self._snapshot().items()
+
+    def __delitem__(self, group: str) -> None:
+        """End every membership of ``group`` (``group_discard`` for each member)."""
+        self._layer._drop_groups([group])
+
+    def clear(self) -> None:
+        """End every membership of every group."""
+        self._layer._drop_groups(None)
+
+    def __setitem__(self, group: str, value: object) -> None:
+        raise TypeError(
+            "InMemoryChannelLayer.groups is for inspection: add a channel to a group "
+            "with group_add()"
+        )
+
+    def __repr__(self) -> str:
+        return repr({group: dict(members) for group, members in self._snapshot().items()})
 
 
 class InMemoryChannelLayer(BaseChannelLayer):
@@ -417,7 +574,10 @@ class InMemoryChannelLayer(BaseChannelLayer):
     * A message unread after ``expiry`` seconds is dropped, and its channel
       leaves every group it is in: a channel nobody reads is taken for dead
       (the channel layer specification allows this). A membership also ends
-      ``group_expiry`` seconds after its latest :meth:`group_add`.
+      ``group_expiry`` seconds after its latest :meth:`group_add`. Both are
+      cleaned up when Channels' layer cleans them up, at the start of every
+      :meth:`receive` and :meth:`group_send`; besides, :meth:`send` to a
+      full channel drops that channel's expired messages before it counts.
     * Capacity is counted per channel name, process-local names included.
       :meth:`group_send` skips full channels silently, as the interface says.
     * Receivers waiting on one channel are served in the order they started
@@ -430,6 +590,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
       and sync code through ``async_to_sync``.
     * :meth:`flush` drops messages and groups but not waiting receivers: they
       keep waiting and get the next message sent to their channel.
+    * :attr:`channels` and :attr:`groups` show the state as Channels' layer
+      shows its own, for tests that look inside.
     """
 
     extensions: ClassVar[list[str]] = ["groups", "flush"]
@@ -457,18 +619,35 @@ class InMemoryChannelLayer(BaseChannelLayer):
             channel_capacity=channel_capacity,
         )
         self._lock = hubs.get_hub().new_lock()
+        # Channels with unread messages or a receive pending, and only those.
         self._channels: dict[str, _Channel] = {}
         # group -> {channel: monotonic time of its latest group_add}
         self._groups: dict[str, dict[str, float]] = {}
         # channel -> the groups it is in, to drop a dead channel from all of them.
         self._memberships: dict[str, set[str]] = {}
+        self._member_count = 0
+        # Expiry records: each channel holding messages has one live record,
+        # due at or before its oldest message's deadline, so the cleanup finds
+        # what expired without looking at anything else. Records are made in
+        # deadline order as channels get their first message (a deque); the
+        # few out of order (a message put back, a channel still holding
+        # messages after a cleanup) go to a heap. A record the channel no
+        # longer holds is stale and skipped.
+        self._due: deque[tuple[float, _Channel]] = deque()
+        self._due_later: list[tuple[float, int, _Channel]] = []
+        self._entries = itertools.count(1)
+        # (join time, group, channel) for each group_add, oldest first (so in
+        # order of lapsing); entries a later group_add or a discard made stale
+        # are skipped, and compacted away when they outnumber the live ones.
+        self._joins: deque[tuple[float, str, str]] = deque()
         # Waiters whose receive() coroutine was closed at its await (its task
         # was garbage-collected, say): the next call that takes the lock settles
         # them, since the collector may run while this very thread holds it.
         self._orphans: deque[_Waiter] = deque()
-        now = time.monotonic()
-        self._next_sweep = now
-        self._next_group_sweep = now
+        # Monotonic to wall-clock time, for the join times shown in .groups.
+        self._wall_offset = time.time() - time.monotonic()
+        self._channels_view = _ChannelsView(self)
+        self._groups_view = _GroupsView(self)
         # Unique names without asking the OS for randomness each time.
         self._name_base = secrets.token_hex(6)
         self._serial = itertools.count(1)
@@ -478,6 +657,37 @@ class InMemoryChannelLayer(BaseChannelLayer):
             f"<{type(self).__name__} expiry={self.expiry} group_expiry={self.group_expiry} "
             f"capacity={self.capacity}>"
         )
+
+    # -- what Channels' layer shows -----------------------------------------------
+
+    @property
+    def channels(self) -> _ChannelsView:
+        """The channels holding unread messages or with a receive pending, by name.
+
+        As in Channels' layer, a channel appears with its first message or
+        when a receive starts waiting on it, and goes once it is empty with
+        no receive pending: when the last message is received, or when the
+        cleanup (see the class docstring) drops its expired messages. Values
+        answer ``qsize()``, ``empty()``, ``full()`` and ``maxsize`` like the
+        ``asyncio.Queue`` objects Channels keeps. A live view, safe to read
+        from any thread; iterating it walks a snapshot. ``del`` drops a
+        channel's unread messages (the name stays while receivers wait on it,
+        and they keep waiting); nothing can be stored in it.
+        """
+        return self._channels_view
+
+    @property
+    def groups(self) -> _GroupsView:
+        """Each group's members: ``{group: {channel: time of its latest group_add}}``.
+
+        Times are ``time.time()`` values, as in Channels' layer (measured on
+        the monotonic clock, so a wall-clock step does not shorten a
+        membership). A group goes when its last member leaves, by
+        :meth:`group_discard`, by expiry or by its channel's messages
+        expiring. A live view: each group's members are a read-only
+        snapshot; ``del`` ends all of a group's memberships.
+        """
+        return self._groups_view
 
     # -- the interface ----------------------------------------------------------
 
@@ -489,14 +699,15 @@ class InMemoryChannelLayer(BaseChannelLayer):
         """
         self.require_valid_channel_name(channel)
         _check_message(message)
-        item = (time.monotonic() + self.expiry, _copy_message(message))
+        copied = _copy_message(message)
         woken: list[_Waiter] = []
         with self._lock:
             now = self._housekeeping_locked(woken)
-            if not self._put_locked(channel, item, now, woken):
-                raise ChannelFull(channel, self.get_capacity(channel))
+            accepted = self._put_locked(channel, copied, now, woken)
         if woken:
             self._wake(woken)
+        if not accepted:
+            raise ChannelFull(channel, self.get_capacity(channel))
 
     async def receive(self, channel: str) -> dict[str, Any]:
         """The oldest unread message on ``channel``, waiting for one if need be.
@@ -509,18 +720,26 @@ class InMemoryChannelLayer(BaseChannelLayer):
         woken: list[_Waiter] = []
         with self._lock:
             now = self._housekeeping_locked(woken)
+            if self._cleanup_due_locked(now):
+                self._clean_expired_locked(now)
             state = self._channels.get(channel)
-            if state is None:
-                state = self._channels[channel] = _Channel()
-            elif state.messages:
-                self._expire_locked(channel, state, now)
-            if state.messages:
+            if state is not None and state.messages:
                 item = state.messages.popleft()
-                if not state.messages and not state.waiters:
-                    del self._channels[channel]
+                if not state.messages:
+                    # Its expiry record, when it is the latest, can go now
+                    # (the usual case: a message sent, then soon received).
+                    entry = state.indexed
+                    due = self._due
+                    if entry is not None and due and due[-1] is entry:
+                        due.pop()
+                        state.indexed = None
+                    if state.idle():
+                        del self._channels[channel]
                 waiter = None
             else:
-                waiter = _Waiter(channel, loop, loop.create_future())
+                if state is None:
+                    state = self._new_channel_locked(channel)
+                waiter = _Waiter(state, loop, loop.create_future())
                 state.waiters.append(waiter)
         if woken:
             self._wake(woken)
@@ -536,11 +755,16 @@ class InMemoryChannelLayer(BaseChannelLayer):
         except BaseException:
             self._give_up(waiter)
             raise
-        handed = waiter.message
+        home = waiter.home
+        with self._lock:
+            handed = waiter.message
+            waiter.message = None
+            waiter.state = _DONE
+            home.handed -= 1
+            if home.idle() and self._channels.get(home.name) is home:
+                del self._channels[home.name]
         if handed is None:  # pragma: no cover - a resolved future means a message
             raise RuntimeError("receive() woke without a message")
-        waiter.message = None
-        waiter.state = _DONE
         return handed[1]
 
     async def new_channel(self, prefix: str = "specific") -> str:
@@ -558,8 +782,14 @@ class InMemoryChannelLayer(BaseChannelLayer):
         woken: list[_Waiter] = []
         with self._lock:
             now = self._housekeeping_locked(woken)
-            self._groups.setdefault(group, {})[channel] = now
-            self._memberships.setdefault(channel, set()).add(group)
+            members = self._groups.setdefault(group, {})
+            if channel not in members:
+                self._member_count += 1
+                self._memberships.setdefault(channel, set()).add(group)
+            members[channel] = now
+            self._joins.append((now, group, channel))
+            if len(self._joins) > 2 * self._member_count + 64:
+                self._compact_joins_locked()
         if woken:
             self._wake(woken)
 
@@ -567,8 +797,12 @@ class InMemoryChannelLayer(BaseChannelLayer):
         """Remove ``channel`` from ``group``; nothing happens if it is not a member."""
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
+        woken: list[_Waiter] = []
         with self._lock:
+            self._housekeeping_locked(woken)
             self._leave_locked(group, channel)
+        if woken:
+            self._wake(woken)
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         """Send a copy of ``message`` to each channel in ``group``.
@@ -580,28 +814,21 @@ class InMemoryChannelLayer(BaseChannelLayer):
         woken: list[_Waiter] = []
         with self._lock:
             now = self._housekeeping_locked(woken)
+            if self._cleanup_due_locked(now):
+                self._clean_expired_locked(now)
             members = self._groups.get(group)
-            if members:
-                lapsed = now - self.group_expiry
-                targets = [name for name, joined in members.items() if joined > lapsed]
-                if len(targets) < len(members):
-                    for name, joined in list(members.items()):
-                        if joined <= lapsed:
-                            self._leave_locked(group, name)
-            else:
-                targets = []
+            targets = list(members) if members else []
         if woken:
             self._wake(woken)
         if not targets:
             return
         # Copy outside the lock: deepcopy may run arbitrary code (__deepcopy__).
-        deadline = time.monotonic() + self.expiry
-        items = [(deadline, _copy_message(message)) for _ in targets]
+        copies = [_copy_message(message) for _ in targets]
         full = 0
         with self._lock:
             now = time.monotonic()
-            for name, item in zip(targets, items, strict=True):
-                if not self._put_locked(name, item, now, woken):
+            for name, copied in zip(targets, copies, strict=True):
+                if not self._put_locked(name, copied, now, woken):
                     full += 1
         if woken:
             self._wake(woken)
@@ -618,12 +845,11 @@ class InMemoryChannelLayer(BaseChannelLayer):
         woken: list[_Waiter] = []
         with self._lock:
             self._housekeeping_locked(woken)
-            for name, state in list(self._channels.items()):
-                state.messages.clear()
-                if not state.waiters:
-                    del self._channels[name]
+            self._drop_channels_locked(None)
             self._groups.clear()
             self._memberships.clear()
+            self._member_count = 0
+            self._joins.clear()
         if woken:
             self._wake(woken)
 
@@ -632,29 +858,86 @@ class InMemoryChannelLayer(BaseChannelLayer):
 
     # -- internals: all *_locked methods need the lock held -----------------------
 
+    def _new_channel_locked(self, name: str) -> _Channel:
+        state = self._channels[name] = _Channel(name, self.get_capacity(name))
+        return state
+
+    def _cleanup_due_locked(self, now: float) -> bool:
+        """Whether a message has expired or a membership lapsed (maybe a stale record)."""
+        due, later, joins = self._due, self._due_later, self._joins
+        return bool(
+            (due and due[0][0] <= now)
+            or (later and later[0][0] <= now)
+            or (joins and joins[0][0] <= now - self.group_expiry)
+        )
+
+    def _hand_locked(
+        self, state: _Channel, waiter: _Waiter, item: _Item, woken: list[_Waiter]
+    ) -> None:
+        """Give ``item`` to ``waiter``, just taken off ``state``'s waiters."""
+        waiter.message = item
+        waiter.state = _HANDED
+        state.handed += 1
+        woken.append(waiter)
+
+    def _release_locked(self, state: _Channel) -> None:
+        """A receive handed a message from ``state`` is done with it."""
+        state.handed -= 1
+        if state.idle() and self._channels.get(state.name) is state:
+            del self._channels[state.name]
+
+    def _index_locked(self, state: _Channel) -> None:
+        """Give ``state`` (holding messages) a fresh expiry record, due with its oldest."""
+        deadline = state.messages[0][0]
+        due = self._due
+        entry: _Entry
+        if not due or due[-1][0] <= deadline:
+            entry = (deadline, state)
+            due.append(entry)
+        else:
+            entry = (deadline, next(self._entries), state)
+            heapq.heappush(self._due_later, entry)
+        state.indexed = entry
+        if len(due) + len(self._due_later) > 2 * len(self._channels) + 64:
+            # Mostly stale records (channels emptied and gone): start afresh.
+            live = [
+                (current.messages[0][0], current)
+                for current in self._channels.values()
+                if current.messages
+            ]
+            live.sort(key=_deadline)
+            for current in self._channels.values():
+                current.indexed = None
+            for record in live:
+                record[1].indexed = record
+            self._due = deque(live)
+            self._due_later = []
+
     def _put_locked(
-        self, channel: str, item: tuple[float, dict[str, Any]], now: float, woken: list[_Waiter]
+        self, channel: str, message: dict[str, Any], now: float, woken: list[_Waiter]
     ) -> bool:
-        """Deliver ``item`` to ``channel``'s first waiter or queue it; False if full."""
+        """Deliver ``message`` to ``channel``'s first waiter or queue it; False if full."""
         state = self._channels.get(channel)
         if state is None:
-            state = self._channels[channel] = _Channel()
+            state = self._new_channel_locked(channel)
         elif state.waiters:
             waiter = state.waiters.popleft()
-            waiter.message = item
+            waiter.message = (now + self.expiry, message)
             waiter.state = _HANDED
+            state.handed += 1
             woken.append(waiter)
             return True
-        elif state.messages:
-            self._expire_locked(channel, state, now)
-            if len(state.messages) >= self.get_capacity(channel):
+        elif len(state.messages) >= state.maxsize:
+            # Expired messages are not unread ones: they don't fill the channel.
+            self._expire_locked(state, now)
+            if len(state.messages) >= state.maxsize:
                 return False
-        state.messages.append(item)
+        state.messages.append((now + self.expiry, message))
+        if state.indexed is None:
+            self._index_locked(state)
         return True
 
-    def _put_back_locked(
-        self, channel: str, item: tuple[float, dict[str, Any]], now: float, woken: list[_Waiter]
-    ) -> None:
+    def _put_back_locked(self, name: str, item: _Item, now: float, woken: list[_Waiter]) -> None:
         """Return a message a receiver did not take to the front of its channel.
 
         It was accepted once, so capacity does not apply; a waiting receiver
@@ -662,33 +945,32 @@ class InMemoryChannelLayer(BaseChannelLayer):
         """
         if item[0] <= now:
             return
-        state = self._channels.get(channel)
+        state = self._channels.get(name)
         if state is None:
-            state = self._channels[channel] = _Channel()
+            state = self._new_channel_locked(name)
         if state.waiters:
-            waiter = state.waiters.popleft()
-            waiter.message = item
-            waiter.state = _HANDED
-            woken.append(waiter)
+            self._hand_locked(state, state.waiters.popleft(), item, woken)
         else:
             state.messages.appendleft(item)
+            # It may expire before the message the last record was made for.
+            self._index_locked(state)
 
     def _settle_locked(self, waiter: _Waiter, now: float, woken: list[_Waiter]) -> None:
         """A waiter's receive() gave up: unqueue it, or pass its message on."""
+        home = waiter.home
         if waiter.state == _WAITING:
-            state = self._channels.get(waiter.channel)
-            if state is not None:
-                try:
-                    state.waiters.remove(waiter)
-                except ValueError:
-                    pass
-                if not state.waiters and not state.messages:
-                    del self._channels[waiter.channel]
+            try:
+                home.waiters.remove(waiter)
+            except ValueError:
+                pass
+            if home.idle() and self._channels.get(home.name) is home:
+                del self._channels[home.name]
         elif waiter.state == _HANDED:
             item = waiter.message
             waiter.message = None
             if item is not None:
-                self._put_back_locked(waiter.channel, item, now, woken)
+                self._put_back_locked(home.name, item, now, woken)
+            self._release_locked(home)
         waiter.state = _DONE
 
     def _give_up(self, waiter: _Waiter) -> None:
@@ -698,56 +980,112 @@ class InMemoryChannelLayer(BaseChannelLayer):
         if woken:
             self._wake(woken)
 
-    def _expire_locked(self, channel: str, state: _Channel, now: float) -> None:
-        """Drop ``channel``'s expired messages; if any, it leaves all its groups."""
+    def _expire_locked(self, state: _Channel, now: float) -> None:
+        """Drop ``state``'s expired messages; if any, its channel leaves all its groups."""
         messages = state.messages
-        if messages[0][0] > now:
+        if not messages or messages[0][0] > now:
             return
         while messages and messages[0][0] <= now:
             messages.popleft()
-        for group in list(self._memberships.get(channel, ())):
-            self._leave_locked(group, channel)
+        for group in list(self._memberships.get(state.name, ())):
+            self._leave_locked(group, state.name)
 
     def _leave_locked(self, group: str, channel: str) -> None:
         members = self._groups.get(group)
-        if members is not None and members.pop(channel, None) is not None and not members:
-            del self._groups[group]
+        if members is not None and members.pop(channel, None) is not None:
+            self._member_count -= 1
+            if not members:
+                del self._groups[group]
         groups = self._memberships.get(channel)
         if groups is not None:
             groups.discard(group)
             if not groups:
                 del self._memberships[channel]
 
+    def _compact_joins_locked(self) -> None:
+        self._joins = deque(
+            sorted(
+                (joined, group, channel)
+                for group, members in self._groups.items()
+                for channel, joined in members.items()
+            )
+        )
+
     def _housekeeping_locked(self, woken: list[_Waiter]) -> float:
-        """Settle orphaned waiters and sweep expired state when due; return now."""
+        """Settle orphaned waiters; return now."""
         now = time.monotonic()
-        if self._orphans:
-            while self._orphans:
-                self._settle_locked(self._orphans.popleft(), now, woken)
-        if now >= self._next_sweep:
-            self._sweep_locked(now)
+        while self._orphans:
+            self._settle_locked(self._orphans.popleft(), now, woken)
         return now
 
-    def _sweep_locked(self, now: float) -> None:
-        """Expire messages on channels nobody touches, and lapsed memberships.
+    def _clean_expired_locked(self, now: float) -> None:
+        """Drop every expired message and lapsed membership (receive and group_send do this).
 
-        Busy channels expire their messages as they are used; this catches the
-        rest, at most every half ``expiry`` (and every half ``group_expiry``
-        for memberships), so its cost stays small.
+        A channel that loses a message this way leaves all its groups, and
+        goes if nothing is left in it. The expiry records and the join order
+        find what is due without looking at anything else.
         """
-        self._next_sweep = now + min(max(self.expiry / 2, 0.05), 30.0)
-        for name, state in list(self._channels.items()):
+        while True:
+            # Read afresh each time: making a record may have rebuilt them.
+            due, later = self._due, self._due_later
+            entry: _Entry
+            if due and due[0][0] <= now:
+                entry = due.popleft()
+            elif later and later[0][0] <= now:
+                entry = heapq.heappop(later)
+            else:
+                break
+            state: _Channel = entry[-1]
+            if state.indexed is not entry:
+                continue
+            state.indexed = None
+            if self._channels.get(state.name) is not state:
+                continue
+            self._expire_locked(state, now)
             if state.messages:
-                self._expire_locked(name, state, now)
-                if not state.messages and not state.waiters:
-                    del self._channels[name]
-        if now >= self._next_group_sweep:
-            self._next_group_sweep = now + min(max(self.group_expiry / 2, 0.05), 600.0)
+                self._index_locked(state)
+            elif state.idle():
+                del self._channels[state.name]
+        joins = self._joins
+        if joins:
             lapsed = now - self.group_expiry
-            for group, members in list(self._groups.items()):
-                for name, joined in list(members.items()):
-                    if joined <= lapsed:
-                        self._leave_locked(group, name)
+            while joins and joins[0][0] <= lapsed:
+                joined, group, channel = joins.popleft()
+                members = self._groups.get(group)
+                if members is not None and members.get(channel) == joined:
+                    self._leave_locked(group, channel)
+
+    def _drop_channels_locked(self, names: Iterable[str] | None) -> None:
+        """Drop the unread messages of ``names`` (None: of all channels).
+
+        An entry with receivers waiting stays, for them to keep waiting; the
+        others go. A name not present raises KeyError.
+        """
+        everything = names is None
+        for name in list(self._channels) if names is None else names:
+            state = self._channels[name]
+            state.messages.clear()
+            if not state.waiters:
+                del self._channels[name]
+        if everything:
+            # No message is left anywhere: no record is live either.
+            self._due = deque()
+            self._due_later = []
+            for state in self._channels.values():
+                state.indexed = None
+
+    def _drop_channels(self, names: Iterable[str] | None) -> None:
+        with self._lock:
+            self._drop_channels_locked(names)
+
+    def _drop_groups(self, groups: Iterable[str] | None) -> None:
+        """End every membership of ``groups`` (None: of all groups)."""
+        with self._lock:
+            if groups is None:
+                groups = list(self._groups)
+            for group in groups:
+                for channel in list(self._groups[group]):
+                    self._leave_locked(group, channel)
 
     def _wake(self, woken: Iterable[_Waiter]) -> None:
         """Resume the receive() calls of ``woken``, each on its own event loop.

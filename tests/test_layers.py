@@ -647,13 +647,21 @@ async def test_a_channel_whose_message_expires_leaves_its_groups() -> None:
 
 
 @pytest.mark.asyncio
-async def test_expired_messages_on_untouched_channels_are_swept() -> None:
-    layer = InMemoryChannelLayer(expiry=0.1)
+@pytest.mark.parametrize("trigger", ["receive", "group_send"])
+async def test_expired_messages_on_untouched_channels_are_swept(trigger: str) -> None:
+    # The moments Channels' own layer cleans up: every receive and group_send.
+    layer = InMemoryChannelLayer(expiry=0.5)
     for n in range(50):
         await layer.send(f"abandoned.{n}", msg(n))
-    await asyncio.sleep(0.3)
-    await layer.send("trigger", msg(0))  # any call sweeps once the time is due
-    assert set(layer._channels) == {"trigger"}
+    await asyncio.sleep(0.6)
+    await layer.send("trigger", msg(0))  # a send to another channel leaves them be
+    assert len(layer.channels) == 51
+    if trigger == "receive":
+        await layer.receive("trigger")
+        assert dict(layer.channels) == {}
+    else:
+        await layer.group_send("nobody", msg(1))
+        assert set(layer.channels) == {"trigger"}
 
 
 # -- flush and close ------------------------------------------------------------------
@@ -709,6 +717,333 @@ async def test_the_base_layer_names_what_a_subclass_must_provide() -> None:
         with pytest.raises(NotImplementedError, match="BaseChannelLayer does not implement"):
             await call
     await layer.close()
+
+
+# -- looking inside: .channels and .groups, as Channels' layer shows them ---------------
+#
+# Tests written for Channels' own in-memory layer read these two attributes;
+# the shapes and the moments entries come and go are the ones that layer has.
+
+
+@pytest.mark.asyncio
+async def test_a_channel_is_listed_while_it_holds_unread_messages() -> None:
+    layer = InMemoryChannelLayer(capacity=3)
+    assert "inbox" not in layer.channels and len(layer.channels) == 0
+    await layer.send("inbox", msg(1))
+    await layer.send("inbox", msg(2))
+    queue = layer.channels["inbox"]
+    assert (queue.qsize(), queue.empty(), queue.full(), queue.maxsize) == (2, False, False, 3)
+    await layer.send("inbox", msg(3))
+    assert layer.channels["inbox"].full()
+    assert await layer.receive("inbox") == msg(1)
+    assert list(layer.channels) == ["inbox"] and layer.channels["inbox"].qsize() == 2
+    await layer.receive("inbox")
+    await layer.receive("inbox")
+    # Emptied by its last receive: gone, as from Channels' dict.
+    assert "inbox" not in layer.channels
+    assert layer.channels == {} and layer.channels.get("inbox") is None
+
+
+@pytest.mark.asyncio
+async def test_channel_capacity_settings_show_as_maxsize() -> None:
+    layer = InMemoryChannelLayer(capacity=5, channel_capacity={"chat.*": 2})
+    await layer.send("chat.room", msg(1))
+    await layer.send("other", msg(1))
+    assert layer.channels["chat.room"].maxsize == 2
+    assert layer.channels["other"].maxsize == 5
+
+
+@pytest.mark.asyncio
+async def test_a_waiting_receive_lists_its_channel_until_it_returns_or_gives_up() -> None:
+    layer = InMemoryChannelLayer()
+    waiting = asyncio.create_task(layer.receive("listening"))
+    await asyncio.sleep(0)
+    # A consumer waiting for messages: Channels' tests find its name this way.
+    assert list(layer.channels.keys()) == ["listening"]
+    assert layer.channels["listening"].empty()
+    await layer.send("listening", msg(1))
+    # Handed over, but the receive has not returned it yet: still listed.
+    assert "listening" in layer.channels
+    assert await waiting == msg(1)
+    assert "listening" not in layer.channels
+
+    giving_up = asyncio.create_task(layer.receive("listening"))
+    await asyncio.sleep(0)
+    assert "listening" in layer.channels
+    giving_up.cancel()
+    await asyncio.gather(giving_up, return_exceptions=True)
+    assert "listening" not in layer.channels
+
+
+@pytest.mark.asyncio
+async def test_deleting_a_listed_channel_drops_its_messages_but_no_receive() -> None:
+    layer = InMemoryChannelLayer()
+    # Messages only: they go, and so does the entry.
+    await layer.send("dropped", msg(1))
+    del layer.channels["dropped"]
+    assert "dropped" not in layer.channels
+    assert await receive_within(layer, "dropped", 0.1) is None
+    with pytest.raises(KeyError):
+        del layer.channels["never-there"]
+
+    # A message already handed to a receive still reaches it.
+    handed = asyncio.create_task(layer.receive("handed"))
+    await asyncio.sleep(0)
+    await layer.send("handed", msg(2))
+    del layer.channels["handed"]
+    assert "handed" not in layer.channels
+    assert await asyncio.wait_for(handed, 2) == msg(2)
+    assert "handed" not in layer.channels
+
+    # A receive still waiting keeps the name listed, and gets the next message.
+    waiting = asyncio.create_task(layer.receive("waited"))
+    await asyncio.sleep(0)
+    del layer.channels["waited"]
+    assert "waited" in layer.channels and not waiting.done()
+    await layer.send("waited", msg(3))
+    assert await asyncio.wait_for(waiting, 2) == msg(3)
+    assert layer.channels == {}
+
+
+@pytest.mark.asyncio
+async def test_the_views_refuse_to_store_anything() -> None:
+    layer = InMemoryChannelLayer()
+    await layer.group_add("room", "member")
+    with pytest.raises(TypeError, match="send"):
+        layer.channels["x"] = asyncio.Queue()  # type: ignore[index]
+    with pytest.raises(TypeError, match="group_add"):
+        layer.groups["room"] = {}  # type: ignore[index]
+    with pytest.raises(TypeError):
+        layer.groups["room"]["intruder"] = 0.0  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        layer.channels = {}  # type: ignore[misc]
+    assert dict(layer.groups["room"]).keys() == {"member"}
+
+
+@pytest.mark.asyncio
+async def test_groups_map_each_member_to_the_wall_clock_time_it_joined() -> None:
+    layer = InMemoryChannelLayer()
+    assert layer.groups == {}
+    before = time.time()
+    await layer.group_add("room", "alice")
+    await layer.group_add("room", "bob")
+    await layer.group_add("lobby", "alice")
+    after = time.time()
+    assert set(layer.groups) == {"room", "lobby"}
+    assert set(layer.groups["room"]) == {"alice", "bob"}
+    for group, members in layer.groups.items():
+        for channel, joined in members.items():
+            assert isinstance(joined, float)
+            assert before - 0.5 <= joined <= after + 0.5, (group, channel, joined)
+    first = layer.groups["room"]["alice"]
+    await asyncio.sleep(0.05)
+    await layer.group_add("room", "alice")  # renewed: a later time
+    assert layer.groups["room"]["alice"] > first
+    await layer.group_discard("room", "alice")
+    await layer.group_discard("room", "bob")
+    # A group goes with its last member, as in Channels' group_discard.
+    assert layer.groups == {"lobby": {"alice": layer.groups["lobby"]["alice"]}}
+    del layer.groups["lobby"]
+    assert layer.groups == {}
+    await layer.group_send("lobby", msg(1))
+    assert await receive_within(layer, "alice", 0.1) is None
+
+
+@pytest.mark.asyncio
+async def test_sends_leave_expired_messages_for_the_next_receive_to_clean_up() -> None:
+    # Channels' moments: receive and group_send clean every channel; send does not.
+    layer = InMemoryChannelLayer(expiry=0.5)
+    await layer.send("unread", msg(1))
+    await asyncio.sleep(0.6)
+    await layer.send("fresh", msg(2))
+    assert set(layer.channels) == {"unread", "fresh"}
+    assert await layer.receive("fresh") == msg(2)
+    assert layer.channels == {}
+
+
+@pytest.mark.asyncio
+async def test_cleanup_takes_a_channel_with_expired_messages_out_of_its_groups() -> None:
+    layer = InMemoryChannelLayer(expiry=0.1)
+    await layer.group_add("room", "dead")
+    await layer.group_add("room", "alive")
+    await layer.group_add("lobby", "dead")
+    await layer.group_send("room", msg(1))
+    assert await layer.receive("alive") == msg(1)
+    await asyncio.sleep(0.15)
+    assert set(layer.groups["room"]) == {"dead", "alive"}  # nothing has cleaned up yet
+    await layer.group_send("room", msg(2))
+    assert set(layer.groups) == {"room"} and set(layer.groups["room"]) == {"alive"}
+    assert "dead" not in layer.channels
+    assert set(layer.channels) == {"alive"}
+
+
+@pytest.mark.asyncio
+async def test_a_send_to_a_full_channel_drops_its_expired_messages_first() -> None:
+    # Where Channels' layer would raise ChannelFull for messages nobody can read.
+    layer = InMemoryChannelLayer(expiry=0.5, capacity=2)
+    await layer.group_add("room", "slow")
+    await layer.send("slow", msg(1))
+    await layer.send("slow", msg(2))
+    await asyncio.sleep(0.6)
+    await layer.send("slow", msg(3))
+    assert layer.channels["slow"].qsize() == 1
+    assert layer.groups == {}  # it expired messages: taken for gone, as ever
+    assert await layer.receive("slow") == msg(3)
+
+
+@pytest.mark.asyncio
+async def test_lapsed_memberships_leave_groups_at_the_next_cleanup() -> None:
+    layer = InMemoryChannelLayer(group_expiry=1.0)
+    await layer.group_add("room", "lapsing")
+    await layer.group_add("room", "renewed")
+    await asyncio.sleep(0.6)
+    await layer.group_add("room", "renewed")
+    await asyncio.sleep(0.6)  # past the first memberships' end, not the renewed one's
+    await layer.send("elsewhere", msg(0))  # a send is not a cleanup moment
+    assert set(layer.groups["room"]) == {"lapsing", "renewed"}
+    await layer.receive("elsewhere")
+    assert set(layer.groups["room"]) == {"renewed"}
+    await asyncio.sleep(0.5)
+    await layer.group_send("room", msg(1))
+    assert layer.groups == {}
+    assert await receive_within(layer, "renewed", 0.1) is None
+
+
+@pytest.mark.asyncio
+async def test_flush_leaves_only_channels_with_receives_waiting() -> None:
+    layer = InMemoryChannelLayer()
+    waiting = asyncio.create_task(layer.receive("patient"))
+    await asyncio.sleep(0)
+    await layer.send("queued", msg(1))
+    await layer.group_add("room", "patient")
+    await layer.flush()
+    assert list(layer.channels) == ["patient"] and layer.groups == {}
+    await layer.send("patient", msg(2))
+    assert await asyncio.wait_for(waiting, 2) == msg(2)
+    assert layer.channels == {}
+
+
+@pytest.mark.asyncio
+async def test_clearing_the_views_drops_messages_and_memberships() -> None:
+    layer = InMemoryChannelLayer()
+    waiting = asyncio.create_task(layer.receive("patient"))
+    await asyncio.sleep(0)
+    for name in ("a", "b"):
+        await layer.send(name, msg(1))
+        await layer.group_add("room", name)
+    layer.channels.clear()
+    assert list(layer.channels) == ["patient"]
+    layer.groups.clear()
+    assert layer.groups == {}
+    await layer.send("patient", msg(2))
+    assert await asyncio.wait_for(waiting, 2) == msg(2)
+
+
+@pytest.mark.asyncio
+async def test_bookkeeping_stays_small_over_many_short_lived_channels_and_groups() -> None:
+    # Every message and membership leaves an expiry record; records of
+    # channels and memberships that are gone must not pile up.
+    layer = InMemoryChannelLayer(expiry=60, group_expiry=3600)
+    for n in range(3000):
+        name = f"short.{n}"
+        await layer.send(name, msg(n))
+        await layer.group_add("room", name)
+        assert await layer.receive(name) == msg(n)
+        await layer.group_discard("room", name)
+        await layer.group_add("lobby", "stayer")  # renewed over and over
+    assert layer.channels == {} and set(layer.groups) == {"lobby"}
+    assert len(layer._due) + len(layer._due_later) <= 70
+    assert len(layer._joins) <= 70
+
+
+@pytest.mark.asyncio
+async def test_expiry_records_rebuilt_among_stale_ones_still_find_every_message() -> None:
+    layer = InMemoryChannelLayer(expiry=0.5)
+    for n in range(100):
+        await layer.send(f"keep.{n}", msg(n))
+    # Pairs of short-lived channels: the first of each pair leaves a stale
+    # record behind, enough of them to make the layer rebuild its records.
+    for n in range(600):
+        await layer.send(f"a.{n}", msg(n))
+        await layer.send(f"b.{n}", msg(n))
+        await layer.receive(f"a.{n}")
+        await layer.receive(f"b.{n}")
+    assert len(layer._due) + len(layer._due_later) <= 2 * 100 + 64
+    assert len(layer.channels) == 100
+    await asyncio.sleep(0.6)
+    await layer.group_send("nobody", msg(0))
+    assert layer.channels == {}
+
+
+@pytest.mark.asyncio
+async def test_a_message_put_back_late_still_expires_on_time() -> None:
+    """A handed message goes back in front of a newer one, and expires before it."""
+    layer = InMemoryChannelLayer(expiry=0.5)
+    await layer.group_add("room", "late")
+    # Driven by hand, so it is handed a message but never resumed to return it.
+    receive = layer.receive("late")
+    receive.send(None)
+    await layer.send("late", msg(1))  # handed over, deadline in 0.5 s
+    await asyncio.sleep(0.3)
+    await layer.send("late", msg(2))  # queued, deadline 0.3 s after msg(1)'s
+    with pytest.raises(asyncio.CancelledError):
+        receive.throw(asyncio.CancelledError())
+    assert layer.channels["late"].qsize() == 2  # msg(1) went back, in front
+    await asyncio.sleep(0.3)  # msg(1) has expired, msg(2) not yet
+    assert await layer.receive("late") == msg(2)
+    assert layer.groups == {}  # msg(1) expired unread: taken for gone
+
+
+@pytest.mark.asyncio
+async def test_the_views_can_be_read_from_another_thread_while_the_layer_works() -> None:
+    """A native OS thread (in both modes) reads the views while this loop churns."""
+    layer = InMemoryChannelLayer(capacity=1000)
+    problems: list[BaseException] = []
+    state = {"stop": False, "done": False, "reads": 0}
+
+    def reader() -> None:
+        try:
+            while not state["stop"]:
+                for name, queue in layer.channels.items():
+                    assert name.startswith("churn.") and queue.qsize() >= 0
+                for members in layer.groups.values():
+                    assert all(isinstance(joined, float) for joined in members.values())
+                layer.channels == {}  # noqa: B015 - only that it does not raise
+                state["reads"] += 1
+        except BaseException as error:  # pragma: no cover - reported below
+            problems.append(error)
+        finally:
+            state["done"] = True
+
+    if HUB == "gevent":
+        from gevent.monkey import get_original
+
+        get_original("_thread", "start_new_thread")(reader, ())
+    else:
+        threading.Thread(target=reader, daemon=True).start()
+    try:
+        deadline = time.monotonic() + 30
+        while not state["reads"] and not state["done"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+        reads_before = state["reads"]
+        for n in range(2000):
+            name = f"churn.{n % 37}"
+            await layer.send(name, msg(n))
+            await layer.group_add(f"g{n % 11}", name)
+            if n % 3:
+                await layer.receive(name)
+            if n % 5 == 0:
+                await layer.group_discard(f"g{n % 11}", name)
+            if n % 100 == 0:
+                await asyncio.sleep(0.001)  # the reader gets the GIL for sure
+        reads_during = state["reads"] - reads_before
+    finally:
+        state["stop"] = True
+        deadline = time.monotonic() + 30
+        while not state["done"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+    assert state["done"] and not problems, problems
+    assert reads_during > 0
 
 
 # -- cancellation ---------------------------------------------------------------------

@@ -218,3 +218,55 @@ def test_sync_code_on_other_threads_reaches_consumers(tmp_path: Path) -> None:
         """,
         tmp_path,
     )
+
+
+def test_tests_can_look_inside_the_layer_as_with_channels_own(tmp_path: Path) -> None:
+    """``layer.channels`` and ``layer.groups`` while consumers connect, chat and leave.
+
+    Tests written for Channels' in-memory layer find a connected consumer's
+    channel name in ``layer.channels`` (its receive waits there), check
+    memberships in ``layer.groups`` and expect ``layer.groups == {}`` once
+    everyone has disconnected.
+    """
+    run_child(
+        f"""
+        import time
+
+        async def main():
+            layer = get_channel_layer()
+            assert layer.channels == {{}} and layer.groups == {{}}
+            before = time.time()
+            chat_a = WebsocketCommunicator(AsyncChat.as_asgi(), "/ws/async/")
+            chat_s = WebsocketCommunicator(SyncChat.as_asgi(), "/ws/sync/")
+            assert (await chat_a.connect(timeout=5))[0]
+            assert (await chat_s.connect(timeout=5))[0]
+            name_a = (await next_json(chat_a))["channel"]
+            name_s = (await next_json(chat_s))["channel"]
+
+            # Each consumer waits in receive() on its own channel.
+            assert sorted(layer.channels) == sorted([name_a, name_s]), dict(layer.channels)
+            assert all(layer.channels[name].empty() for name in (name_a, name_s))
+            assert layer.channels[name_a].maxsize == 50
+            members = layer.groups["room"]
+            assert set(members) == {{name_a, name_s}}, dict(members)
+            assert all(before - 1 <= joined <= time.time() + 1 for joined in members.values())
+
+            # A message sent straight to a name found there reaches that consumer.
+            only = list(layer.channels.keys())[0]
+            target = chat_a if only == name_a else chat_s
+            await layer.send(only, {{"type": "chat.message", "text": "found you"}})
+            assert (await next_json(target))["text"] == "found you"
+
+            await chat_a.disconnect()
+            assert set(layer.groups["room"]) == {{name_s}}
+            assert name_a not in layer.channels
+            await chat_s.disconnect()
+            assert layer.groups == {{}}, dict(layer.groups)
+            assert layer.channels == {{}}, dict(layer.channels)
+
+        asyncio.run(main())
+        assert_aliased({HUB!r})
+        print("OK")
+        """,
+        tmp_path,
+    )
