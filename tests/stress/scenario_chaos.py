@@ -16,8 +16,9 @@ Each call is the chain::
 so a call's value is ``"<n>:5:4:3:2"``, and level3 and level5 must run on
 the caller itself (asgiref: thread-sensitive work inside ``async_to_sync``
 runs on the thread blocked in it). ``WORKERS`` callers (greenlets when
-patched, threads otherwise) make calls back to back for ``SECONDS``; each
-call draws one interruption, or none:
+patched, threads otherwise) make calls back to back for ``SECONDS``, each
+on its own greenlet or thread (a call to be killed gets a greenlet of its
+own); each call draws one interruption, or none:
 
 * ``timeout`` (gevent): a ``gevent.Timeout`` of 1-200 ms around the call;
 * ``kill`` (gevent): ``greenlet.kill()`` of the calling greenlet after 0-200 ms;
@@ -32,7 +33,8 @@ Some calls pause 1.5 s in level4 (slow), most 0-20 ms; level5 sleeps 0-3 ms
   drew (the timeout object, GreenletExit, CancelledError, TimeoutError);
 * ``wrong``: any other value or exception (an uninterrupted call raising
   CancelledError, say);
-* ``lost``: no outcome 30 s after it started (the caller hangs);
+* ``lost``: no outcome by the end (its caller hangs; a killed call's
+  greenlet is given 30 s);
 * ``misplaced``: level3 or level5 ran on another worker than the caller;
 * ``not_cancelled``: an interrupted call whose coroutine (level2) was still
   running 1 s after the call ended (async_to_sync did not cancel it), and
@@ -213,10 +215,17 @@ def run_one_greenlet(rng: random.Random, kinds: bool = True) -> Call:
     call = new_call(rng)
     if not kinds:
         call.kind, call.pause = "none", 0.0
+    if call.kind != "kill":
+        # On the caller's own greenlet, call after call: what a worker
+        # records about one call (the loop it served, say) must not leak
+        # into its next one.
+        call.worker = getcurrent()
+        level1(call)
+        return call
+    # A greenlet of its own, to be killed.
     worker = gevent.spawn(level1, call)
     call.worker = worker
-    if call.kind == "kill":
-        gevent.spawn_later(call.delay, worker.kill, block=False)
+    gevent.spawn_later(call.delay, worker.kill, block=False)
     worker.join(HANG)
     return call
 
