@@ -77,7 +77,9 @@ class _Watchdog:
         self.limit = limit
         self.stream = stream
         self.to_file = to_file
-        self.name_tests = to_file or not stream.isatty()
+        # On stderr the dump's traceback names the test; a line per test
+        # there would bury the output.
+        self.name_tests = to_file
 
     def limit_for(self, item: pytest.Item) -> float:
         mark = item.get_closest_marker("timeout")
