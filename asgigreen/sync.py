@@ -259,7 +259,7 @@ class AsyncToSync(Generic[_P, _R]):
             if outer_loop is not None and _schedule(outer_loop, awaitable):
                 _wait_cancelling_on_interrupt(current_executor, call_result, running)
             else:
-                self._run_on_new_loop(awaitable, current_executor, running)
+                self._run_on_new_loop(awaitable, current_executor, running, call_result)
         except BaseException as interruption:
             if not running.interrupted or not _gets_the_result(interruption, call_result):
                 raise
@@ -275,6 +275,7 @@ class AsyncToSync(Generic[_P, _R]):
         awaitable: Coroutine[Any, Any, None],
         current_executor: CurrentThreadExecutor,
         running: _RunningCall,
+        call_result: Future[Any],
     ) -> None:
         async def run() -> None:
             loop = asyncio.get_running_loop()
@@ -294,14 +295,20 @@ class AsyncToSync(Generic[_P, _R]):
         hub = hubs.get_hub()
         runner = functools.partial(hub.run_on_new_loop, run)
         single_thread_context = self.async_single_thread_context.get(None)
-        if single_thread_context is None:
-            finished = hub.spawn(runner)
-        else:
-            pinned = self.context_to_thread_executor.get(single_thread_context)
-            if pinned is None:
-                pinned = hub.serial_executor()
-                self.context_to_thread_executor[single_thread_context] = pinned
-            finished = pinned.submit(runner)
+        try:
+            if single_thread_context is None:
+                finished = hub.spawn(runner)
+            else:
+                pinned = self.context_to_thread_executor.get(single_thread_context)
+                if pinned is None:
+                    pinned = hub.serial_executor()
+                    self.context_to_thread_executor[single_thread_context] = pinned
+                finished = pinned.submit(runner)
+        except BaseException:
+            # Interrupted while the loop was being started (the gevent hub
+            # switches straight into it): the call may be running already.
+            _cancel_and_drain(current_executor, call_result, running)
+            raise
         _wait_cancelling_on_interrupt(current_executor, finished, running)
         finished.result()
 
@@ -425,21 +432,27 @@ class _RunningCall:
 def _wait_cancelling_on_interrupt(
     executor: CurrentThreadExecutor, until: Future[Any], running: _RunningCall
 ) -> None:
-    """Serve ``executor`` until ``until`` is done; on an interruption, cancel first.
-
-    After an interruption the caller keeps serving the coroutine's
-    thread-sensitive calls while it unwinds (its clean-up may need them),
-    then re-raises. A second interruption stops the wait at once.
-    """
+    """Serve ``executor`` until ``until`` is done; on an interruption, cancel first."""
     try:
         executor._serve_until(until)
     except BaseException:
-        running.cancel()
-        try:
-            executor._serve_until(until)
-        finally:
-            executor._quit()
+        _cancel_and_drain(executor, until, running)
         raise
+
+
+def _cancel_and_drain(
+    executor: CurrentThreadExecutor, until: Future[Any], running: _RunningCall
+) -> None:
+    """For an interrupted caller: cancel the call, and serve it while it unwinds.
+
+    Its clean-up may need the caller's thread-sensitive calls. A second
+    interruption stops the wait at once.
+    """
+    running.cancel()
+    try:
+        executor._serve_until(until)
+    finally:
+        executor._quit()
 
 
 def _gets_the_result(interruption: BaseException, call_result: Future[Any]) -> bool:

@@ -33,6 +33,9 @@ What CPython keeps per thread, and what this module does with each item:
   ``set_event_loop``): left alone. It lives in a ``threading.local``, which
   gevent's patching already makes per greenlet.
 
+Parked state survives a fork: gevent's greenlets go on running in the child,
+and each must get its own loop back when it is resumed there.
+
 The tracer runs on every greenlet switch, so its common paths cost one call
 (nothing running, nothing parked) or one swap of a small tuple.
 """
@@ -40,7 +43,6 @@ The tracer runs on every greenlet switch, so its common paths cost one call
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -128,13 +130,3 @@ def installed() -> bool:
 def parked_count() -> int:
     """How many greenlets have state parked: switched away with a loop running."""
     return len(_parked)
-
-
-def _forget_parked() -> None:
-    # In a forked child only the forking greenlet goes on; the others'
-    # loops belong to the parent.
-    _parked.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_parked)
