@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -34,6 +32,8 @@ import time
 import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
+
+from _process_group import call
 
 ASGIREF_VERSION = "3.13.0"
 
@@ -105,42 +105,8 @@ def pytest_runtest_protocol(item, nextitem):
 """
 
 
-def _call(
-    argv: list[str],
-    timeout: float,
-    cwd: Path | None = None,
-    env: dict[str, str] | None = None,
-) -> int | None:
-    """Run ``argv`` in its own process group; its exit code, or None if it ran out of time.
-
-    On time out or Ctrl-C the whole group is stopped (TERM, then KILL), so
-    no child it spawned is left behind.
-    """
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, start_new_session=True)
-    try:
-        return int(proc.wait(timeout))
-    except subprocess.TimeoutExpired:
-        return None
-    finally:
-        if proc.poll() is None:
-            _stop_group(proc)
-
-
-def _stop_group(proc: subprocess.Popen[bytes]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(10)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 def _download(workdir: Path) -> Path:
-    code = _call(
+    code = call(
         [
             sys.executable,
             "-m",
@@ -194,7 +160,7 @@ def _run(suite: Path, patched: bool) -> tuple[dict[str, str], str | None]:
         "ASGIGREEN_SUITE_WATCHDOG_FILE": str(watchdog),
         "ASGIGREEN_SUITE_HARD_TIMEOUT": str(_HARD_TIMEOUT_SECONDS),
     }
-    code = _call(
+    code = call(
         [
             sys.executable,
             *runner,

@@ -47,14 +47,14 @@ import importlib.util
 import json
 import os
 import re
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
+
+from _process_group import call
 
 REPO = Path(__file__).resolve().parents[1]
 MODES = ("plain", "alias", "gevent")
@@ -99,26 +99,6 @@ def pytest_sessionfinish(session, exitstatus):
     with open(os.environ["ASGIGREEN_SUITE_FACTS"], "w", encoding="utf-8") as out:
         json.dump(facts, out)
 """
-
-
-def _call(argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> int | None:
-    """Run ``argv`` in a process group of its own; its exit code, None if it ran out of time."""
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, start_new_session=True)
-    try:
-        return int(proc.wait(timeout))
-    except subprocess.TimeoutExpired:
-        return None
-    finally:
-        if proc.poll() is None:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(proc.pid, sig)
-                    proc.wait(10)
-                    break
-                except ProcessLookupError:
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
 
 
 def _outcomes(report: Path) -> dict[str, str]:
@@ -170,7 +150,7 @@ def _run(
         *(extra or ["tests"]),
     ]
     print(f"=== {mode}: {' '.join(argv[1:])}", flush=True)
-    code = _call(argv, checkout, env, RUN_TIMEOUT_SECONDS)
+    code = call(argv, RUN_TIMEOUT_SECONDS, cwd=checkout, env=env)
     problems: list[str] = []
     try:
         outcomes = _outcomes(report)

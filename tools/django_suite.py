@@ -35,7 +35,6 @@ import importlib.metadata
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -49,6 +48,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, NamedTuple
+
+# ``python -m gevent.monkey tools/django_suite.py`` (the patched child) does
+# not put this file's folder on sys.path as ``python tools/...`` does.
+if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _process_group as process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -314,19 +320,6 @@ def _say(text: str) -> None:
         print(text, flush=True)
 
 
-def _stop_group(proc: subprocess.Popen[bytes]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(_GRACE_SECONDS)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 def _call(
     argv: list[str],
     timeout: float,
@@ -342,23 +335,11 @@ def _call(
     with _active_lock:
         if _stopping.is_set():
             return None
-        proc = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT if log is not None else None,
-            start_new_session=True,
-        )
+        proc = process_group.start(argv, cwd, env, log)
         _active.add(proc)
     try:
-        return int(proc.wait(timeout))
-    except subprocess.TimeoutExpired:
-        return None
+        return process_group.wait(proc, timeout)
     finally:
-        if proc.poll() is None:
-            _stop_group(proc)
         with _active_lock:
             _active.discard(proc)
 
@@ -368,7 +349,7 @@ def _stop_all() -> None:
         _stopping.set()
         procs = list(_active)
     for proc in procs:
-        _stop_group(proc)
+        process_group.stop_group(proc, _GRACE_SECONDS)
 
 
 def _installed_django() -> str:
