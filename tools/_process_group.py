@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import IO, Any
 
@@ -69,3 +70,14 @@ def call(
 ) -> int | None:
     """Run ``argv`` in its own process group; its exit code, or None if it ran out of time."""
     return wait(start(argv, cwd, env, log), timeout)
+
+
+def pip_download_sdist(requirement: str, dest: Path, timeout: float) -> int | None:
+    """``pip download`` the sdist of ``requirement`` (``name==version``) into ``dest``.
+
+    The interpreter running the tool downloads it, so the index and
+    certificates it is set up with apply. Its exit code, or None on time out.
+    """
+    argv = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"]
+    argv += ["--no-binary", ":all:", requirement, "-d", str(dest)]
+    return call(argv, timeout)

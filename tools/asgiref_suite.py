@@ -33,7 +33,7 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 
-from _process_group import call
+from _process_group import call, pip_download_sdist
 
 ASGIREF_VERSION = "3.13.0"
 
@@ -106,22 +106,7 @@ def pytest_runtest_protocol(item, nextitem):
 
 
 def _download(workdir: Path) -> Path:
-    code = call(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--quiet",
-            "--no-deps",
-            "--no-binary",
-            ":all:",
-            f"asgiref=={ASGIREF_VERSION}",
-            "-d",
-            str(workdir),
-        ],
-        _DOWNLOAD_TIMEOUT_SECONDS,
-    )
+    code = pip_download_sdist(f"asgiref=={ASGIREF_VERSION}", workdir, _DOWNLOAD_TIMEOUT_SECONDS)
     if code != 0:
         sys.exit(
             f"pip download asgiref=={ASGIREF_VERSION} failed "

@@ -368,21 +368,8 @@ def _prepare(workdir: Path, version: str) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     archive = workdir / f"django-{version}.tar.gz"
     if not archive.exists():
-        code = _call(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--no-deps",
-                "--no-binary",
-                ":all:",
-                f"django=={version}",
-                "-d",
-                str(workdir),
-            ],
-            _DOWNLOAD_TIMEOUT_SECONDS,
+        code = process_group.pip_download_sdist(
+            f"django=={version}", workdir, _DOWNLOAD_TIMEOUT_SECONDS
         )
         if code != 0 or not archive.exists():
             sys.exit(

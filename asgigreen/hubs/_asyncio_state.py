@@ -49,7 +49,7 @@ from typing import Any
 
 from greenlet import greenlet, settrace
 
-__all__ = ["install", "installed", "parked_count"]
+__all__ = ["install", "parked_count"]
 
 _get_running_loop = asyncio.events._get_running_loop
 _set_running_loop = asyncio.events._set_running_loop
@@ -74,7 +74,6 @@ _State = tuple[Any, Any, Any, int]
 _parked: dict[greenlet, _State] = {}
 _NO_HOOKS = _get_asyncgen_hooks()  # (None, None), as on a new thread
 _chained: Any = None
-_installed = False
 
 
 def _on_switch(event: str, args: tuple[greenlet, greenlet]) -> None:
@@ -115,16 +114,10 @@ def install() -> None:
     Another tracer already set with ``greenlet.settrace`` keeps being called
     after ours.
     """
-    global _chained, _installed
+    global _chained
     previous = settrace(_on_switch)
     if previous is not _on_switch:
         _chained = previous
-    _installed = True
-
-
-def installed() -> bool:
-    """Whether :func:`install` has run in this process."""
-    return _installed
 
 
 def parked_count() -> int:
