@@ -10,7 +10,7 @@ SOURCES := asgigreen tests benchmarks tools examples
 .PHONY: test lint typecheck test-threads test-gevent compat bench clean demo bench-wsgi \
 	rootfs test-pythons table
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[tests]'

@@ -313,7 +313,7 @@ DJANGO = {"3.13": "django>=5.2,<6", "3.14": "django>=6,<7", "3.15": "django>=6,<
 
 def _install_fingerprint(version: str) -> str:
     digest = hashlib.sha256(DJANGO.get(version, "").encode())
-    for name in ("setup.cfg", "pyproject.toml"):
+    for name in ("pyproject.toml",):
         digest.update((ROOT / name).read_bytes())
     return digest.hexdigest()
 
