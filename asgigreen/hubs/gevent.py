@@ -721,6 +721,11 @@ class GeventHub(Hub):
 
     def activate(self) -> None:
         _asyncio_state.install()
+        if os.environ.get("ASGIGREEN_BLOCKING_MS", "").strip():
+            # Imported only when asked for: off, blocking detection costs nothing.
+            from .. import blocking
+
+            blocking.enable_from_environment()
 
     def after_fork_in_child(self) -> None:
         super().after_fork_in_child()
@@ -907,10 +912,13 @@ def configure(
     real_threads: bool | None = None,
     max_greenlets: int | None = None,
     max_real_threads: int | None = None,
+    blocking_ms: int | None = None,
 ) -> GeventHub:
     """Change the gevent hub's settings (see :class:`GeventHub`); returns the hub.
 
-    Selects the gevent hub if another was in use.
+    Selects the gevent hub if another was in use. ``blocking_ms`` turns
+    blocking detection on with that threshold, or off with 0
+    (:mod:`asgigreen.blocking`; env ``ASGIGREEN_BLOCKING_MS``).
     """
     hub = get_asgigreen_hub()
     if not isinstance(hub, GeventHub):
@@ -929,4 +937,11 @@ def configure(
         if max_real_threads < 1:
             raise ValueError("max_real_threads must be at least 1")
         hub.max_real_threads = max_real_threads
+    if blocking_ms is not None:
+        from .. import blocking
+
+        if blocking_ms == 0:
+            blocking.disable()
+        else:
+            blocking.enable(blocking_ms)
     return hub

@@ -1,0 +1,600 @@
+"""Blocking detection: which call kept gevent's hub from running, and how to fix it.
+
+In a gevent worker every greenlet of a thread shares that thread. Sync code
+that blocks it (a C database driver without gevent support, ``time.sleep``
+from the unpatched module, a long computation) stalls every other greenlet:
+requests wait, timeouts fire late, health checks fail. gevent's monitor
+thread can notice that the hub has not run for a while, but says no more.
+
+With detection on, asgigreen logs one warning per call site on the
+``asgigreen`` logger, naming:
+
+* the call that started the work: the ``sync_to_async`` call site, or, for
+  a plain WSGI view served by ``gunicorn -k gevent``, the view (the
+  innermost frame of application code on the blocked stack);
+* how long the hub was kept from running (a lower bound, see below);
+* the fix: ``sync_to_async(func, real_thread=True)``,
+  :func:`asgigreen.run_in_real_thread`, or a driver that cooperates with
+  gevent (psycogreen for psycopg2, ...);
+* the blocked greenlet's stack.
+
+Turn it on with ``ASGIGREEN_BLOCKING_MS=100`` in the environment (read when
+the gevent hub is chosen), :func:`enable`, or
+``asgigreen.hubs.gevent.configure(blocking_ms=100)``. Off by default, and
+then nothing of it is loaded, started or installed.
+
+How it works: this is gevent's own monitoring, reported better. Enabling
+sets ``gevent.config.monitor_thread`` and ``max_blocking_time`` (the
+threshold), starts the monitor thread of the calling thread's hub (hubs that
+start later in other threads start their own) and subscribes to gevent's
+:class:`gevent.events.EventLoopBlocked`. gevent's monitor wakes every
+threshold and reports a hub that saw no greenlet switch since its last
+look, so a block is always caught once it lasts twice the threshold, and may
+be from once the threshold. The stack is taken by the monitor thread while
+the block lasts; the warning is logged once the hub runs again (from a
+greenlet of the blocked thread, so log handlers may do cooperative I/O),
+with the time the hub was kept waiting: at least from the monitor's last
+look that saw switches to the moment the hub ran. A block still going on
+after :data:`STILL_BLOCKED_AFTER` seconds (or four thresholds, if longer)
+is reported from the monitor thread at once, as still blocked: a worker
+that never gets its hub back would otherwise never say why.
+
+gevent prints its own report of each block to stderr; while asgigreen's
+detection is on, that report is dropped for the blocks asgigreen handles
+(every block it is told of), so each block is reported once, in the log.
+
+Which blocks count: any in the main thread's hub; in another native thread,
+a block by a greenlet other than the thread's main one (a thread that runs
+its work on its main greenlet, such as asgigreen's real-thread workers,
+holds up no one when it blocks).
+
+In a process on the threads hub (not monkeypatched) OS threads do not hold
+each other up, so there is nothing to detect: :func:`enable` raises
+``RuntimeError`` saying so; ``ASGIGREEN_BLOCKING_MS`` is read only by the
+gevent hub and has no effect there.
+"""
+
+from __future__ import annotations
+
+import _thread
+import contextlib
+import logging
+import os
+import site
+import sys
+import sysconfig
+import time
+import traceback
+import warnings
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import hubs
+
+__all__ = [
+    "ENV_VAR",
+    "STILL_BLOCKED_AFTER",
+    "BlockingReport",
+    "disable",
+    "enable",
+    "threshold_ms",
+]
+
+#: The environment variable the gevent hub reads when it is chosen.
+ENV_VAR = "ASGIGREEN_BLOCKING_MS"
+
+#: Seconds after which a block still going on is reported without waiting
+#: for it to end (or four thresholds, if that is longer).
+STILL_BLOCKED_AFTER = 1.0
+
+logger = logging.getLogger("asgigreen")
+
+try:
+    from gevent.monkey import get_original
+
+    # The monitor threads and the hub threads share this state: a native
+    # lock, whatever gevent patched.
+    _allocate_lock: Callable[[], Any] = get_original("_thread", "allocate_lock")
+    _native_ident: Callable[[], int] = get_original("_thread", "get_ident")
+except ImportError:  # no gevent: enable() refuses anyway
+    _allocate_lock = _thread.allocate_lock
+    _native_ident = _thread.get_ident
+
+
+@dataclass(frozen=True)
+class BlockingReport:
+    """What a warning reports; attached to its log record as ``asgigreen_blocking``.
+
+    For log handlers that want the figures rather than the text (JSON logs,
+    error trackers).
+    """
+
+    #: The call site the warning is given once for: ``"path.py:42"``.
+    site: str
+    #: What started the work: ``"sync_to_async(fetch) at views.py:42"``, or the view.
+    started_by: str
+    #: How long the hub was kept from running, at least, in milliseconds.
+    duration_ms: int
+    #: The threshold in force, in milliseconds.
+    threshold_ms: int
+    #: True when reported while the block was still going on.
+    still_blocked: bool
+    #: What to do about it, in a sentence or two.
+    fix: str
+    #: The blocked greenlet's stack, outermost frame first.
+    stack: traceback.StackSummary = field(repr=False)
+
+
+def threshold_ms() -> int | None:
+    """The threshold in milliseconds while detection is on, else None."""
+    return _state.threshold_ms
+
+
+def enable(threshold_ms: int = 100) -> None:
+    """Report sync code that keeps gevent's hub from running for ``threshold_ms``.
+
+    Needs the gevent hub (a gevent-monkeypatched process): on the threads
+    hub it raises ``RuntimeError``, as there is nothing to detect. Calling
+    it again changes the threshold. See the module docs for what is
+    reported and how.
+    """
+    _check_threshold(threshold_ms, "threshold_ms")
+    hub = hubs.get_hub()
+    if hub.name != "gevent":
+        raise RuntimeError(
+            "Blocking detection watches gevent's hub, and this process uses asgigreen's "
+            f"{hub.name!r} hub (gevent has not monkeypatched it), where sync work runs on OS "
+            "threads that do not hold each other up: there is nothing to detect. Enable it "
+            "in a gevent worker, after patching (asgigreen.patch_all(), gunicorn -k gevent, "
+            f"python -m gevent.monkey), e.g. with {ENV_VAR}=100 in its environment."
+        )
+    _state.start(threshold_ms)
+
+
+def disable() -> None:
+    """Stop reporting; forget which call sites were reported. Harmless when off.
+
+    gevent's settings are put back as they were, and the monitor threads
+    detection started are stopped.
+    """
+    _state.stop()
+
+
+def enable_from_environment() -> None:
+    """Start detection if ``ASGIGREEN_BLOCKING_MS`` says so (0 or empty: off).
+
+    Called by the gevent hub when it becomes the process's hub; not for
+    general use (it does not check which hub is in use).
+    """
+    raw = os.environ.get(ENV_VAR, "").strip()
+    if not raw:
+        return
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(
+            f"{ENV_VAR}={raw!r}: the blocking threshold is a whole number of milliseconds, "
+            f"e.g. {ENV_VAR}=100 (0 or unset: off)"
+        )
+    if value:
+        _state.start(value)
+
+
+def _check_threshold(value: object, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"{name}={value!r}: the blocking threshold is a whole number of milliseconds, "
+            "at least 1 (e.g. 100)"
+        )
+
+
+# -- where the blocking call came from --------------------------------------------------
+
+
+def _library_dirs() -> tuple[str, ...]:
+    """Directories whose code is not the application's: stdlib, site-packages, ours."""
+    paths = sysconfig.get_paths()
+    found = {paths.get(key, "") for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+    found.update(getattr(site, "getsitepackages", list)())
+    found.add(os.path.dirname(os.path.abspath(__file__)))
+    for name in ("gevent", "greenlet", "zope"):
+        module = sys.modules.get(name)
+        location = getattr(module, "__file__", None)
+        if location:
+            found.add(os.path.dirname(os.path.abspath(location)))
+    return tuple(os.path.join(os.path.realpath(p), "") for p in found if p)
+
+
+_library_cache: dict[str, bool] = {}
+
+
+def _is_library(filename: str) -> bool:
+    known = _library_cache.get(filename)
+    if known is None:
+        if filename.startswith("<"):
+            known = True  # frozen modules, exec'd strings
+        else:
+            known = os.path.realpath(filename).startswith(_state.library_dirs())
+        if len(_library_cache) < 10_000:
+            _library_cache[filename] = known
+    return known
+
+
+def _innermost_application_frame(stack: Sequence[traceback.FrameSummary]) -> traceback.FrameSummary:
+    """The innermost frame of application code, else the innermost frame."""
+    for frame in reversed(stack):
+        if not _is_library(frame.filename):
+            return frame
+    return stack[-1]
+
+
+def _where(frame: traceback.FrameSummary) -> str:
+    return f"{frame.filename}:{frame.lineno}"
+
+
+def _bridge_call(worker_id: int) -> Any:
+    """The bridge call running on ``worker_id``, if any (see ``asgigreen._calls``).
+
+    Looked up, not imported: the bridges import the registry as they record
+    calls, so without it no call is recorded. A monitor thread runs this.
+    """
+    calls = sys.modules.get("asgigreen._calls")
+    lookup = getattr(calls, "bridge_call_running_on", None)
+    return None if lookup is None else lookup(worker_id)
+
+
+def _blocking_drivers() -> list[str]:
+    """Drivers loaded in this process that block the thread in C under gevent."""
+    found = []
+    extensions = sys.modules.get("psycopg2.extensions")
+    get_wait_callback = getattr(extensions, "get_wait_callback", None)
+    if get_wait_callback is not None and get_wait_callback() is None:
+        found.append(
+            "psycopg2 is loaded without a wait callback, so every query blocks the "
+            "thread: pip install psycogreen and call psycogreen.gevent.patch_psycopg() "
+            "right after gevent patches"
+        )
+    if "MySQLdb" in sys.modules:
+        found.append(
+            "mysqlclient (MySQLdb) is loaded: it waits in C, so every query blocks the "
+            "thread; PyMySQL cooperates with gevent once patched"
+        )
+    return found
+
+
+# -- the episode, from detection to warning ---------------------------------------------
+
+
+@dataclass
+class _Episode:
+    """One greenlet keeping one hub from running."""
+
+    hub: Any
+    greenlet: Any
+    #: The block began at or before this perf_counter reading.
+    start: float
+    #: The last time the monitor saw it still blocked.
+    seen: float
+    key: str
+    started_by: str
+    fix: str
+    stack: traceback.StackSummary
+    end: float = 0.0
+    reported: bool = False
+
+
+class _State:
+    """Everything detection keeps while on; one per process (``_state``)."""
+
+    def __init__(self) -> None:
+        self.threshold_ms: int | None = None
+        self._lock = _allocate_lock()
+        self._reported: set[str] = set()
+        self._pending: dict[Any, _Episode] = {}  # hub -> the episode going on there
+        self._finished: dict[Any, list[_Episode]] = {}  # hub -> episodes to log there
+        self._queued: set[Any] = set()  # hubs with a callback queued for when they run
+        self._monitors: weakref.WeakSet[Any] = weakref.WeakSet()  # started while on
+        self._saved_config: tuple[Any, Any] | None = None
+        self._library_dirs: tuple[str, ...] | None = None
+
+    def library_dirs(self) -> tuple[str, ...]:
+        if self._library_dirs is None:
+            self._library_dirs = _library_dirs()
+        return self._library_dirs
+
+    # -- on and off -----------------------------------------------------------------
+
+    def start(self, threshold_ms: int) -> None:
+        import gevent
+        import gevent.events
+
+        config = gevent.config
+        with self._lock:
+            if self._saved_config is None:
+                self._saved_config = (config.monitor_thread, config.max_blocking_time)
+            self.threshold_ms = threshold_ms
+        config.max_blocking_time = threshold_ms / 1000
+        config.monitor_thread = True
+        if _on_gevent_event not in gevent.events.subscribers:
+            gevent.events.subscribers.append(_on_gevent_event)
+        hub = gevent.get_hub()
+        with warnings.catch_warnings():
+            # On the main hub gevent also watches memory, and warns when psutil
+            # is missing; that was not asked for here.
+            warnings.filterwarnings("ignore", "Unable to monitor memory usage", RuntimeWarning)
+            monitor = hub.start_periodic_monitoring_thread()
+        if monitor is not None:
+            self._monitors.add(monitor)
+
+    def stop(self) -> None:
+        if self.threshold_ms is None:
+            return
+        import gevent
+        import gevent.events
+        from greenlet import gettrace
+
+        with contextlib.suppress(ValueError):
+            gevent.events.subscribers.remove(_on_gevent_event)
+        with self._lock:
+            self.threshold_ms = None
+            self._reported.clear()
+            self._pending.clear()
+            self._finished.clear()
+            self._queued.clear()
+            saved, self._saved_config = self._saved_config, None
+            monitors = list(self._monitors)
+            self._monitors = weakref.WeakSet()
+        if saved is not None:
+            gevent.config.monitor_thread, gevent.config.max_blocking_time = saved
+        here = _native_ident()
+        for monitor in monitors:
+            hub = monitor.hub
+            # kill() puts back, in the calling thread, the greenlet tracer its
+            # own replaced: right only in its hub's thread with its tracer on
+            # top. Elsewhere the thread is just told to stop; its tracer stays
+            # chained under whatever came later, counting switches.
+            tracer = getattr(monitor, "_greenlet_tracer", None)
+            if hub is not None and hub.thread_ident == here and gettrace() is tracer:
+                monitor.kill()
+            else:
+                monitor.should_run = False
+            if hub is not None and hub.periodic_monitoring_thread is monitor:
+                hub.periodic_monitoring_thread = None
+
+    def after_fork_in_child(self) -> None:
+        self._lock = _allocate_lock()
+        self._pending.clear()
+        self._finished.clear()
+        self._queued.clear()
+
+    # -- in a monitor thread --------------------------------------------------------
+
+    def monitor_started(self, monitor: Any) -> None:
+        if self.threshold_ms is not None:
+            self._monitors.add(monitor)
+
+    def blocked(self, event: Any) -> None:
+        """gevent's monitor saw ``event.hub`` blocked by ``event.greenlet``."""
+        now = time.perf_counter()
+        threshold = self.threshold_ms
+        if threshold is None:
+            return
+        # asgigreen reports this block (or decided it holds no one up): gevent's
+        # printed report of it would say the same thing again, less usefully.
+        del event.info[:]
+        hub = getattr(event, "hub", None) or _monitored_hub()
+        blocker = event.greenlet
+        if hub is None or blocker is None or not _holds_others_up(hub, blocker):
+            return
+        period = float(event.blocking_time or threshold / 1000)
+        still_after = max(STILL_BLOCKED_AFTER, 4 * threshold / 1000)
+        report_now = None
+        with self._lock:
+            going_on = self._pending.get(hub)
+            if going_on is not None and going_on.greenlet is blocker:
+                going_on.seen = now
+                if not going_on.reported and now - going_on.start >= still_after:
+                    going_on.reported = True
+                    going_on.end = now
+                    report_now = going_on
+                    del self._pending[hub]
+            else:
+                going_on = None
+        if report_now is not None:
+            _emit(report_now, threshold, still_blocked=True)
+            return
+        if going_on is not None:
+            return
+        episode = self._capture(hub, blocker, now, period)
+        if episode is None:
+            return
+        with self._lock:
+            if episode.key in self._reported:
+                return
+            previous = self._pending.pop(hub, None)
+            if previous is not None:
+                # A new greenlet blocking: the previous one has ended by now.
+                previous.end = previous.seen
+                self._finished.setdefault(hub, []).append(previous)
+            self._pending[hub] = episode
+            queue = hub not in self._queued
+            self._queued.add(hub)
+        if queue:
+            try:
+                hub.loop.run_callback_threadsafe(self.hub_ran, hub)
+            except Exception:  # the loop is gone: nothing will run there again
+                with self._lock:
+                    self._pending.pop(hub, None)
+                    self._queued.discard(hub)
+
+    def _capture(self, hub: Any, blocker: Any, now: float, period: float) -> _Episode | None:
+        frame = sys._current_frames().get(hub.thread_ident)
+        if frame is None:
+            return None
+        stack = traceback.extract_stack(frame)
+        del frame
+        if not stack or _is_hub_loop(stack[-1]):
+            return None  # the block ended while the monitor looked: the hub runs again
+        inner = _innermost_application_frame(stack)
+        call = _bridge_call(id(blocker))
+        if call is not None:
+            key = str(call.site)
+            started_by = str(call.describe())
+            fix = _fix_for_bridge_call(call)
+        else:
+            key = _where(inner)
+            started_by = (
+                f"the view (or task) {inner.name}, at {_where(inner)}; no bridge call: "
+                "it ran on its own greenlet"
+            )
+            fix = _FIX_IN_SYNC_CODE
+        return _Episode(
+            hub=hub,
+            greenlet=blocker,
+            # No switch since the monitor's previous look, a period ago at least.
+            start=now - period,
+            seen=now,
+            key=key,
+            started_by=started_by,
+            fix=fix,
+            stack=stack,
+        )
+
+    # -- in the blocked hub's thread, once its hub runs again -----------------------
+
+    def hub_ran(self, hub: Any) -> None:
+        end = time.perf_counter()
+        with self._lock:
+            self._queued.discard(hub)
+            done = self._finished.pop(hub, [])
+            going_on = self._pending.pop(hub, None)
+        if going_on is not None:
+            going_on.end = end
+            done.append(going_on)
+        threshold = self.threshold_ms
+        if not done or threshold is None:
+            return
+        import gevent
+
+        # Not from the hub itself: a log handler that does cooperative I/O
+        # (a socket) could not wait there.
+        for episode in done:
+            gevent.spawn_raw(_emit, episode, threshold, False)
+
+    def claim(self, key: str) -> bool:
+        """True the first time ``key`` is to be reported."""
+        with self._lock:
+            if key in self._reported or self.threshold_ms is None:
+                return False
+            self._reported.add(key)
+            return True
+
+
+_state = _State()
+
+
+def _monitored_hub() -> Any:
+    """The hub of the monitor thread running this (gevent before 24.11 names no hub)."""
+    from greenlet import getcurrent
+
+    ref = getattr(getcurrent(), "gevent_monitoring_thread", None)
+    monitor = ref() if ref is not None else None
+    return None if monitor is None else monitor.hub
+
+
+def _holds_others_up(hub: Any, blocker: Any) -> bool:
+    """Whether ``blocker`` blocking ``hub`` keeps other greenlets waiting."""
+    if getattr(hub, "main_hub", False):
+        return True
+    # Another native thread: only if it runs greenlets besides its main one.
+    return getattr(blocker, "parent", None) is not None
+
+
+def _is_hub_loop(frame: traceback.FrameSummary) -> bool:
+    return frame.name == "run" and frame.filename.endswith(os.path.join("gevent", "hub.py"))
+
+
+def _on_gevent_event(event: object) -> None:
+    """Our subscriber to gevent's events; must never raise into gevent's monitor."""
+    try:
+        from gevent.events import EventLoopBlocked, PeriodicMonitorThreadStartedEvent
+
+        if isinstance(event, EventLoopBlocked):
+            _state.blocked(event)
+        elif isinstance(event, PeriodicMonitorThreadStartedEvent):
+            _state.monitor_started(event.monitor)
+    except Exception:
+        logger.debug("asgigreen's blocking detection failed on %r", event, exc_info=True)
+
+
+# -- the warning -----------------------------------------------------------------------
+
+_FIX_IN_SYNC_CODE = (
+    "run the blocking call on a native thread, "
+    "asgigreen.run_in_real_thread(func, *args) (or decorate func with "
+    "@asgigreen.in_real_thread), or make it cooperative: a driver that waits through "
+    "gevent (psycopg2 with psycogreen, PyMySQL rather than mysqlclient, ...)"
+)
+
+
+def _fix_for_bridge_call(call: Any) -> str:
+    name = getattr(call, "func_name", None) or "func"
+    return (
+        f"run it on a native thread, sync_to_async({name}, real_thread=True) "
+        "(asgigreen.hubs.gevent.configure(real_threads=True) or ASGIGREEN_REAL_THREADS=1 "
+        "does it for every call), or make the blocking call cooperative: a driver that "
+        "waits through gevent (psycopg2 with psycogreen, PyMySQL rather than "
+        "mysqlclient, ...)"
+    )
+
+
+def _emit(episode: _Episode, threshold: int, still_blocked: bool) -> None:
+    if not _state.claim(episode.key):
+        return
+    duration_ms = max(threshold, round((episode.end - episode.start) * 1000))
+    inner = _innermost_application_frame(episode.stack)
+    drivers = _blocking_drivers()
+    report = BlockingReport(
+        site=episode.key,
+        started_by=episode.started_by,
+        duration_ms=duration_ms,
+        threshold_ms=threshold,
+        still_blocked=still_blocked,
+        fix=episode.fix,
+        stack=episode.stack,
+    )
+    how_long = (
+        f"for {duration_ms} ms so far, and still does"
+        if still_blocked
+        else f"for at least {duration_ms} ms"
+    )
+    lines = [
+        f"asgigreen: blocking call at {episode.key} kept gevent's hub from running "
+        f"{how_long} (threshold {threshold} ms): every other greenlet of the thread waited.",
+        f"  Started by: {episode.started_by}",
+    ]
+    if _where(inner) != episode.key:
+        lines.append(f"  Blocked at: {_where(inner)}, in {inner.name}")
+    if inner.line:
+        lines.append(f"      {inner.line}")
+    lines.append(f"  Fix: {episode.fix}.")
+    lines.extend(f"  Note: {driver}." for driver in drivers)
+    lines.append("  Stack of the blocked greenlet (most recent call last):")
+    lines.extend(entry.rstrip("\n") for entry in episode.stack.format())
+    lines.append(
+        f"  (One warning per call site; detection is on with a {threshold} ms threshold, "
+        f"{ENV_VAR} or asgigreen.blocking.enable().)"
+    )
+    logger.warning("\n".join(lines), extra={"asgigreen_blocking": report})
+
+
+def _after_fork_in_child() -> None:
+    _state.after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
