@@ -136,9 +136,10 @@ def enable(threshold_ms: int = 100) -> None:
     """Report sync code that keeps gevent's hub from running for ``threshold_ms``.
 
     Needs the gevent hub (a gevent-monkeypatched process): on the threads
-    hub it raises ``RuntimeError``, as there is nothing to detect. Calling
-    it again changes the threshold. See the module docs for what is
-    reported and how.
+    hub it raises ``RuntimeError``, as there is nothing to detect. A
+    threshold that is not a whole number of milliseconds, at least 1, is a
+    ``ValueError``. Calling it again changes the threshold. See the module
+    docs for what is reported and how.
     """
     _check_threshold(threshold_ms, "threshold_ms")
     hub = hubs.get_hub()
