@@ -20,7 +20,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
-from . import hubs
+from . import _calls, hubs
 from .current_thread_executor import CurrentThreadExecutor
 from .local import Local, WorkerLocal, _rehome, _Storage
 
@@ -247,6 +247,7 @@ class AsyncToSync(Generic[_P, _R]):
         context = [contextvars.copy_context()]
         task_context = getattr(SyncToAsync.threadlocal, "task_context", None)
         running = _RunningCall()
+        call = _calls.async_to_sync_call(self.awaitable, sys._getframe(1))
         try:
             awaitable = self.main_wrap(
                 call_result,
@@ -268,6 +269,7 @@ class AsyncToSync(Generic[_P, _R]):
         finally:
             _restore_context(context[0])
             self.executors.current = old_executor
+            _calls.leave_async_to_sync(call, call_result)
         return call_result.result()
 
     def _run_on_new_loop(
@@ -590,10 +592,29 @@ class SyncToAsync(Generic[_P, _R], metaclass=_SyncToAsyncType):
         task_context: list[asyncio.Task[Any]] = []
         exc_info = sys.exc_info()
 
-        def work() -> _R:
-            return self.thread_handler(loop, exc_info, task_context, in_context, child)
+        hub = hubs.get_hub()
+        call = _calls.sync_to_async_call(
+            self.func,
+            self._thread_sensitive,
+            hub.uses_real_thread(self._real_thread),
+            sys._getframe(1),
+        )
 
-        pending = hubs.get_hub().run_in_executor(loop, executor, work, self._real_thread)
+        def work() -> _R:
+            _calls.enter(call)
+            try:
+                result = self.thread_handler(loop, exc_info, task_context, in_context, child)
+            except BaseException:
+                _calls.leave(call, failed=True)
+                raise
+            _calls.leave(call, failed=False)
+            return result
+
+        try:
+            pending = hub.run_in_executor(loop, executor, work, self._real_thread)
+        except BaseException:
+            _calls.abandon(call)
+            raise
         try:
             return await asyncio.shield(pending)
         except asyncio.CancelledError:
@@ -617,6 +638,7 @@ class SyncToAsync(Generic[_P, _R], metaclass=_SyncToAsyncType):
             if self.context is None:
                 _restore_context(context)
             self.deadlock_context.set(False)
+            _calls.abandon(call)  # nothing unless it never started
 
     def _pick_executor(self, loop: asyncio.AbstractEventLoop) -> Executor:
         caller: CurrentThreadExecutor | None = getattr(AsyncToSync.executors, "current", None)

@@ -25,6 +25,8 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor, Future
 from typing import Any, Protocol, TypeVar
 
+from .. import _calls
+
 __all__ = [
     "HUB_NAMES",
     "Hub",
@@ -127,6 +129,14 @@ class Hub(abc.ABC):
         Cancelling the returned future cancels the call if it has not
         started. Called from the worker running ``loop``.
         """
+
+    def uses_real_thread(self, real_thread: bool | None) -> bool:
+        """Whether work given ``real_thread`` (as :meth:`run_in_executor` takes
+        it) goes to a native thread standing in for a worker that is not one.
+
+        False on a hub whose workers are all OS threads already.
+        """
+        return False
 
     def call_soon_threadsafe(
         self, loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: Any
@@ -297,6 +307,7 @@ def _install(name: str, *, watch: bool) -> Hub:
             hub = _create(name)
             hub.activate()
             _hub = hub
+            _calls.set_worker_id(hub.worker_id)
         _watch_for_patching = watch
         return _hub
 

@@ -789,6 +789,9 @@ class GeventHub(Hub):
         future.add_done_callback(lambda f: submitted.cancel() if f.cancelled() else None)
         return future
 
+    def uses_real_thread(self, real_thread: bool | None) -> bool:
+        return self.real_threads if real_thread is None else real_thread
+
     def _runner(
         self, executor: Executor | None, real_thread: bool
     ) -> Callable[[_Job], bool] | None:
