@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import os
-import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from types import CodeType
-from typing import Any
+from types import CodeType, FrameType
+from typing import Any, NamedTuple
 
 __all__ = [
     "KINDS",
@@ -33,18 +32,6 @@ __all__ = [
     "bridge_call_running_on",
     "current_bridge_call",
 ]
-
-
-def _native_lock() -> Any:
-    # Held for a few counter updates only, from greenlets and native threads
-    # alike: gevent's cooperative lock would cost more and buy nothing.
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is not None:
-        try:
-            return monkey.get_original("_thread", "allocate_lock")()
-        except Exception:
-            pass
-    return threading.Lock()
 
 
 #: The kinds calls are counted by, in the order of the counters below.
@@ -56,7 +43,6 @@ _THREAD_SENSITIVE, _FREE, _REAL_THREAD, _ASYNC_TO_SYNC = range(4)
 _QUEUED, _RUNNING, _ENDED, _ABANDONED = range(4)
 
 _monotonic = time.monotonic
-_getframe = sys._getframe
 _asyncio_dir = os.path.dirname(asyncio.__file__) + os.sep
 
 
@@ -85,7 +71,7 @@ class BridgeCall:
         "_func",
         "_generation",
         "_kind_index",
-        "_line",
+        "_lasti",
         "_state",
         "outer",
         "started",
@@ -97,13 +83,15 @@ class BridgeCall:
         self,
         kind_index: int,
         func: Callable[..., Any],
-        caller: Any,
+        caller: FrameType,
         thread_sensitive: bool | None,
     ) -> None:
         self._kind_index = kind_index
         self._func = func
-        self._code: CodeType | None = caller.f_code if caller is not None else None
-        self._line: int = caller.f_lineno if caller is not None else 0
+        self._code = caller.f_code
+        # The line is worked out only if asked for: f_lineno costs more than
+        # the rest of the record (it walks the line table).
+        self._lasti = caller.f_lasti
         self.thread_sensitive = thread_sensitive
         self.started = _monotonic()
         self.worker: int | None = None
@@ -126,13 +114,11 @@ class BridgeCall:
     @property
     def site(self) -> str:
         code = self._code
-        if code is None:
-            return "<unknown>"
         if code.co_filename.startswith(_asyncio_dir):
             # Awaited by the event loop itself: a task of its own (create_task,
             # gather). asyncio's debug mode records where tasks are created.
             return "<an asyncio task>"
-        return f"{code.co_filename}:{self._line} in {code.co_qualname}"
+        return f"{code.co_filename}:{_line_of(code, self._lasti)} in {code.co_qualname}"
 
     @property
     def running(self) -> bool:
@@ -164,6 +150,13 @@ class BridgeCall:
         return f"<BridgeCall {self.describe()}>"
 
 
+def _line_of(code: CodeType, lasti: int) -> int | str:
+    for start, end, line in code.co_lines():
+        if start <= lasti < end and line is not None:
+            return line
+    return "?"
+
+
 def _unwrapped(func: Any) -> Any:
     # A partial says less than the function it wraps.
     while isinstance(func, functools.partial):
@@ -172,25 +165,28 @@ def _unwrapped(func: Any) -> Any:
 
 
 # -- the registry -------------------------------------------------------------
+#
+# Every call updates these, so they take no lock: each update is one
+# operation that is atomic on a dict or an itertools.count, which keeps a
+# record's cost to a few hundred nanoseconds. A reader sees each counter
+# exactly; figures derived from several may be one call off while calls
+# start or end meanwhile (see counts()).
 
-_lock = _native_lock()
 # Bumped at fork: records made before it belong to the parent's figures.
 _generation = 0
-# Per kind: calls made and not ended (queued included), and calls queued.
-_in_flight = [0, 0, 0, 0]
-_queued = [0, 0, 0, 0]
 # Per kind, since start: calls made, ended normally, ended with an error,
 # and abandoned before they started.
-_made = [0, 0, 0, 0]
-_completed = [0, 0, 0, 0]
-_failed = [0, 0, 0, 0]
-_cancelled = [0, 0, 0, 0]
-# Queued calls, oldest first; records that have left the queue are dropped
-# from the front lazily, and the whole deque is compacted if one stuck call
-# would otherwise keep every later record alive.
-_waiting: deque[BridgeCall] = deque()
-# The innermost call whose sync side is on each worker.
+_made = [itertools.count() for _ in KINDS]
+_completed = [itertools.count() for _ in KINDS]
+_failed = [itertools.count() for _ in KINDS]
+_cancelled = [itertools.count() for _ in KINDS]
+# Per kind, the calls waiting for a worker, oldest first. Taking a call out
+# is how its start and its abandonment decide which came first.
+_queued: list[dict[BridgeCall, None]] = [{} for _ in KINDS]
+# The innermost call whose sync side is on each worker; only that worker
+# changes its own entry.
 _running: dict[int, BridgeCall] = {}
+_MISSING: Any = object()
 
 _worker_id: Callable[[], int] = threading.get_ident
 
@@ -202,7 +198,7 @@ def set_worker_id(worker_id: Callable[[], int]) -> None:
 
 
 def sync_to_async_call(
-    func: Callable[..., Any], thread_sensitive: bool, real_thread: bool, caller: Any
+    func: Callable[..., Any], thread_sensitive: bool, real_thread: bool, caller: FrameType
 ) -> BridgeCall:
     """Record a ``sync_to_async`` call that is about to be queued for a worker.
 
@@ -211,34 +207,21 @@ def sync_to_async_call(
     """
     kind = _REAL_THREAD if real_thread else _THREAD_SENSITIVE if thread_sensitive else _FREE
     call = BridgeCall(kind, func, caller, thread_sensitive)
-    with _lock:
-        _made[kind] += 1
-        _in_flight[kind] += 1
-        _queued[kind] += 1
-        waiting = _waiting
-        while waiting and waiting[0]._state != _QUEUED:
-            waiting.popleft()
-        waiting.append(call)
-        if len(waiting) > 2 * (_queued[0] + _queued[1] + _queued[2]) + 64:
-            _compact_waiting()
+    # Counted made before it is queued: a reader never sees more queued
+    # than in flight.
+    next(_made[kind])
+    _queued[kind][call] = None
     return call
 
 
-def _compact_waiting() -> None:
-    global _waiting
-    _waiting = deque(call for call in _waiting if call._state == _QUEUED)
-
-
-def async_to_sync_call(func: Callable[..., Any], caller: Any) -> BridgeCall:
+def async_to_sync_call(func: Callable[..., Any], caller: FrameType) -> BridgeCall:
     """Record an ``async_to_sync`` call; its sync side is the current worker."""
     call = BridgeCall(_ASYNC_TO_SYNC, func, caller, None)
     call._state = _RUNNING
     worker = call.worker = _worker_id()
-    with _lock:
-        _made[_ASYNC_TO_SYNC] += 1
-        _in_flight[_ASYNC_TO_SYNC] += 1
-        call.outer = _running.get(worker)
-        _running[worker] = call
+    next(_made[_ASYNC_TO_SYNC])
+    call.outer = _running.get(worker)
+    _running[worker] = call
     return call
 
 
@@ -248,36 +231,28 @@ def enter(call: BridgeCall) -> None:
     Raises :class:`asyncio.CancelledError` if its caller already gave up
     (:func:`abandon`): the hub started it after it was cancelled.
     """
-    worker = _worker_id()
-    with _lock:
-        if call._state != _QUEUED:
-            raise asyncio.CancelledError("the caller gave up before the call started")
-        call._state = _RUNNING
-        call.worker = worker
-        call.outer = _running.get(worker)
-        _running[worker] = call
-        if call._generation == _generation:
-            _queued[call._kind_index] -= 1
+    if call._generation == _generation and (
+        _queued[call._kind_index].pop(call, _MISSING) is _MISSING
+    ):
+        raise asyncio.CancelledError("the caller gave up before the call started")
+    worker = call.worker = _worker_id()
+    call.outer = _running.get(worker)
+    _running[worker] = call
+    call._state = _RUNNING
 
 
 def leave(call: BridgeCall, failed: bool) -> None:
     """The sync side of ``call`` ended (with an error if ``failed``)."""
-    with _lock:
-        call._state = _ENDED
-        worker = call.worker
-        if worker is not None and _running.get(worker) is call:
-            outer = call.outer
-            if outer is None:
-                del _running[worker]
-            else:
-                _running[worker] = outer
-        if call._generation == _generation:
-            kind = call._kind_index
-            _in_flight[kind] -= 1
-            if failed:
-                _failed[kind] += 1
-            else:
-                _completed[kind] += 1
+    call._state = _ENDED
+    worker = call.worker
+    if worker is not None and _running.get(worker) is call:
+        outer = call.outer
+        if outer is None:
+            del _running[worker]
+        else:
+            _running[worker] = outer
+    if call._generation == _generation:
+        next((_failed if failed else _completed)[call._kind_index])
 
 
 def leave_async_to_sync(call: BridgeCall, outcome: Future[Any]) -> None:
@@ -291,17 +266,11 @@ def abandon(call: BridgeCall) -> None:
 
     Counts it cancelled if it had not started; otherwise nothing.
     """
-    if call._state != _QUEUED:
-        return  # the usual case, without the lock
-    with _lock:
-        if call._state != _QUEUED:
-            return
+    if call._state != _QUEUED or call._generation != _generation:
+        return  # the usual case: it ran
+    if _queued[call._kind_index].pop(call, _MISSING) is not _MISSING:
         call._state = _ABANDONED
-        if call._generation == _generation:
-            kind = call._kind_index
-            _queued[kind] -= 1
-            _in_flight[kind] -= 1
-            _cancelled[kind] += 1
+        next(_cancelled[call._kind_index])
 
 
 # -- reading ------------------------------------------------------------------
@@ -323,39 +292,72 @@ def current_bridge_call() -> BridgeCall | None:
     return _running.get(_worker_id())
 
 
-def snapshot() -> tuple[list[int], list[int], list[int], list[int], list[int], list[int], float]:
-    """The counters by kind, and the longest current wait for a worker in seconds.
+class Counts(NamedTuple):
+    """The registry's figures; each list is indexed as :data:`KINDS`."""
 
-    In flight, queued, made, completed, failed, cancelled; all read at one
-    moment.
+    in_flight: list[int]
+    queued: list[int]
+    made: list[int]
+    completed: list[int]
+    failed: list[int]
+    cancelled: list[int]
+    #: Seconds the oldest queued ``sync_to_async`` call has waited (0.0: none).
+    longest_wait: float
+
+
+def _value(counter: itertools.count[int]) -> int:
+    # The next value an itertools.count would give, without taking it.
+    return int(repr(counter)[6:-1])
+
+
+def counts() -> Counts:
+    """The counters by kind and the longest current wait.
+
+    Totals are exact and never go down. A call made, started or ended while
+    this reads may be seen in one figure and not yet in another: in flight
+    and queued are then one off, never below zero and never queued above in
+    flight. With nothing changing meanwhile, every figure is exact.
     """
-    with _lock:
-        waiting = _waiting
-        while waiting and waiting[0]._state != _QUEUED:
-            waiting.popleft()
-        oldest = waiting[0].started if waiting else None
-        counts = (
-            _in_flight[:],
-            _queued[:],
-            _made[:],
-            _completed[:],
-            _failed[:],
-            _cancelled[:],
-        )
+    # Ends are read before starts and starts before calls made, so a call
+    # moving on meanwhile is seen in flight rather than not at all.
+    completed = [_value(c) for c in _completed]
+    failed = [_value(c) for c in _failed]
+    cancelled = [_value(c) for c in _cancelled]
+    oldest: float | None = None
+    queued = []
+    for waiting in _queued:
+        queued.append(len(waiting))
+        head = _first(waiting)
+        if head is not None and (oldest is None or head.started < oldest):
+            oldest = head.started
+    made = [_value(c) for c in _made]
+    in_flight = [
+        max(made[k] - completed[k] - failed[k] - cancelled[k], queued[k]) for k in range(len(KINDS))
+    ]
     wait = 0.0 if oldest is None else max(0.0, _monotonic() - oldest)
-    return (*counts, wait)
+    return Counts(in_flight, queued, made, completed, failed, cancelled, wait)
+
+
+def _first(waiting: dict[BridgeCall, None]) -> BridgeCall | None:
+    # Another thread may change the dict while we look.
+    for _ in range(3):
+        try:
+            return next(iter(waiting), None)
+        except RuntimeError:
+            continue
+    return None
 
 
 def _after_fork_in_child() -> None:
     # Calls inherited from the parent are not the child's to count: its
     # figures start from zero. Those still running on greenlets carried over
     # keep their records for diagnostics but no longer touch the counters.
-    global _lock, _generation, _waiting
-    _lock = _native_lock()
+    global _generation
     _generation += 1
-    for counters in (_in_flight, _queued, _made, _completed, _failed, _cancelled):
-        counters[:] = [0, 0, 0, 0]
-    _waiting = deque()
+    for counters in (_made, _completed, _failed, _cancelled):
+        counters[:] = [itertools.count() for _ in KINDS]
+    for waiting in _queued:
+        waiting.clear()
 
 
 if hasattr(os, "register_at_fork"):
