@@ -724,6 +724,7 @@ def _drive(
     replies = _all_at_once([lambda c=c, p=p: c.get(port, p) for c, p, _ in clients])
     for (client, _, _), reply in zip(clients, replies, strict=True):
         assert reply["who"] == client.who and set(reply["values"]) == {client.who}, reply
+        assert reply["hub"] == ("gevent" if PATCHED else "threads"), reply
     return [(client, expected) for client, _, expected in clients]
 
 

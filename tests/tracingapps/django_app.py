@@ -16,7 +16,6 @@ place its work runs:
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 import asgigreen
@@ -46,6 +45,7 @@ from django.http import HttpRequest, JsonResponse  # noqa: E402
 from django.urls import path  # noqa: E402
 from sentry_sdk.integrations.django import DjangoIntegration  # noqa: E402
 
+from asgigreen import hubs  # noqa: E402
 from asgigreen.realthread import run_in_real_thread  # noqa: E402
 from asgigreen.sync import async_to_sync, sync_to_async  # noqa: E402
 
@@ -95,7 +95,7 @@ def sync_view(request: HttpRequest) -> JsonResponse:
     with _span("sync view", who):
         values = async_to_sync(async_part)(who)
         values.append(run_in_real_thread(query, who, "real thread"))
-    return JsonResponse({"who": who, "values": values, "pid": os.getpid()})
+    return JsonResponse({"who": who, "values": values, "hub": hubs.get_hub().name})
 
 
 async def async_view(request: HttpRequest) -> JsonResponse:
@@ -108,7 +108,7 @@ async def async_view(request: HttpRequest) -> JsonResponse:
             await sync_to_async(query, thread_sensitive=False)(who, "free"),
             await sync_to_async(query, real_thread=True)(who, "real thread"),
         ]
-    return JsonResponse({"who": who, "values": values, "pid": os.getpid()})
+    return JsonResponse({"who": who, "values": values, "hub": hubs.get_hub().name})
 
 
 urlpatterns = [path("sync/", sync_view), path("async/", async_view)]

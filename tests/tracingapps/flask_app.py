@@ -12,7 +12,6 @@ not, and on a real thread).
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 import asgigreen
@@ -23,6 +22,7 @@ import sentry_sdk  # noqa: E402
 from flask import Flask, jsonify, request  # noqa: E402
 from sentry_sdk.integrations.flask import FlaskIntegration  # noqa: E402
 
+from asgigreen import hubs  # noqa: E402
 from asgigreen.sync import sync_to_async  # noqa: E402
 
 from .recording import native_thread_id, start  # noqa: E402
@@ -55,7 +55,7 @@ async def async_view() -> Any:
             await sync_to_async(work, thread_sensitive=False)(who, "free"),
             await sync_to_async(work, real_thread=True)(who, "real thread"),
         ]
-    return jsonify(who=who, values=values, pid=os.getpid())
+    return jsonify(who=who, values=values, hub=hubs.get_hub().name)
 
 
 app = TraceWsgi(flask_app)
