@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -166,20 +166,33 @@ def _unwrapped(func: Any) -> Any:
 
 # -- the registry -------------------------------------------------------------
 #
-# Every call updates these, so they take no lock: each update is one
-# operation that is atomic on a dict or an itertools.count, which keeps a
-# record's cost to a few hundred nanoseconds. A reader sees each counter
-# exactly; figures derived from several may be one call off while calls
-# start or end meanwhile (see counts()).
+# Every call updates these, so the hot path is kept short: the totals are
+# ints under a native lock, taken twice per call (made, ended) with
+# acquire()/release(), which costs half of ``with``; a call starting only
+# takes itself out of its queue, one dict operation, atomic on its own.
 
+
+def _native_lock() -> Any:
+    # Taken from greenlets and native threads alike, never across a switch:
+    # gevent's cooperative lock would cost more and buy nothing.
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None:
+        try:
+            return monkey.get_original("_thread", "allocate_lock")()
+        except Exception:
+            pass
+    return threading.Lock()
+
+
+_lock = _native_lock()
 # Bumped at fork: records made before it belong to the parent's figures.
 _generation = 0
 # Per kind, since start: calls made, ended normally, ended with an error,
 # and abandoned before they started.
-_made = [itertools.count() for _ in KINDS]
-_completed = [itertools.count() for _ in KINDS]
-_failed = [itertools.count() for _ in KINDS]
-_cancelled = [itertools.count() for _ in KINDS]
+_made = [0, 0, 0, 0]
+_completed = [0, 0, 0, 0]
+_failed = [0, 0, 0, 0]
+_cancelled = [0, 0, 0, 0]
 # Per kind, the calls waiting for a worker, oldest first. Taking a call out
 # is how its start and its abandonment decide which came first.
 _queued: list[dict[BridgeCall, None]] = [{} for _ in KINDS]
@@ -207,10 +220,13 @@ def sync_to_async_call(
     """
     kind = _REAL_THREAD if real_thread else _THREAD_SENSITIVE if thread_sensitive else _FREE
     call = BridgeCall(kind, func, caller, thread_sensitive)
-    # Counted made before it is queued: a reader never sees more queued
-    # than in flight.
-    next(_made[kind])
-    _queued[kind][call] = None
+    lock = _lock
+    lock.acquire()
+    try:
+        _made[kind] += 1
+        _queued[kind][call] = None
+    finally:
+        lock.release()
     return call
 
 
@@ -219,7 +235,12 @@ def async_to_sync_call(func: Callable[..., Any], caller: FrameType) -> BridgeCal
     call = BridgeCall(_ASYNC_TO_SYNC, func, caller, None)
     call._state = _RUNNING
     worker = call.worker = _worker_id()
-    next(_made[_ASYNC_TO_SYNC])
+    lock = _lock
+    lock.acquire()
+    try:
+        _made[_ASYNC_TO_SYNC] += 1
+    finally:
+        lock.release()
     call.outer = _running.get(worker)
     _running[worker] = call
     return call
@@ -252,7 +273,12 @@ def leave(call: BridgeCall, failed: bool) -> None:
         else:
             _running[worker] = outer
     if call._generation == _generation:
-        next((_failed if failed else _completed)[call._kind_index])
+        lock = _lock
+        lock.acquire()
+        try:
+            (_failed if failed else _completed)[call._kind_index] += 1
+        finally:
+            lock.release()
 
 
 def leave_async_to_sync(call: BridgeCall, outcome: Future[Any]) -> None:
@@ -270,7 +296,8 @@ def abandon(call: BridgeCall) -> None:
         return  # the usual case: it ran
     if _queued[call._kind_index].pop(call, _MISSING) is not _MISSING:
         call._state = _ABANDONED
-        next(_cancelled[call._kind_index])
+        with _lock:
+            _cancelled[call._kind_index] += 1
 
 
 # -- reading ------------------------------------------------------------------
@@ -305,35 +332,19 @@ class Counts(NamedTuple):
     longest_wait: float
 
 
-def _value(counter: itertools.count[int]) -> int:
-    # The next value an itertools.count would give, without taking it.
-    return int(repr(counter)[6:-1])
-
-
 def counts() -> Counts:
-    """The counters by kind and the longest current wait.
-
-    Totals are exact and never go down. A call made, started or ended while
-    this reads may be seen in one figure and not yet in another: in flight
-    and queued are then one off, never below zero and never queued above in
-    flight. With nothing changing meanwhile, every figure is exact.
-    """
-    # Ends are read before starts and starts before calls made, so a call
-    # moving on meanwhile is seen in flight rather than not at all.
-    completed = [_value(c) for c in _completed]
-    failed = [_value(c) for c in _failed]
-    cancelled = [_value(c) for c in _cancelled]
+    """The counters by kind and the longest current wait, read at one moment."""
     oldest: float | None = None
-    queued = []
-    for waiting in _queued:
-        queued.append(len(waiting))
-        head = _first(waiting)
-        if head is not None and (oldest is None or head.started < oldest):
-            oldest = head.started
-    made = [_value(c) for c in _made]
-    in_flight = [
-        max(made[k] - completed[k] - failed[k] - cancelled[k], queued[k]) for k in range(len(KINDS))
-    ]
+    with _lock:
+        made, completed = _made[:], _completed[:]
+        failed, cancelled = _failed[:], _cancelled[:]
+        # Queued calls are made under the lock: none is queued and not made.
+        queued = [len(waiting) for waiting in _queued]
+        for waiting in _queued:
+            head = _first(waiting)
+            if head is not None and (oldest is None or head.started < oldest):
+                oldest = head.started
+    in_flight = [made[k] - completed[k] - failed[k] - cancelled[k] for k in range(len(KINDS))]
     wait = 0.0 if oldest is None else max(0.0, _monotonic() - oldest)
     return Counts(in_flight, queued, made, completed, failed, cancelled, wait)
 
@@ -354,8 +365,10 @@ def _after_fork_in_child() -> None:
     # keep their records for diagnostics but no longer touch the counters.
     global _generation
     _generation += 1
+    global _lock
+    _lock = _native_lock()
     for counters in (_made, _completed, _failed, _cancelled):
-        counters[:] = [itertools.count() for _ in KINDS]
+        counters[:] = [0, 0, 0, 0]
     for waiting in _queued:
         waiting.clear()
 
