@@ -225,7 +225,7 @@ def test_import_order() -> None:
     assert by_id(report)["driver.psycopg"]["severity"] == "ok"
     # asgigreen.patch_all() called after Flask: its own PatchOrderError, reported.
     report = doctor(*cases("--hub", "threads", "late_patch_all:app"))
-    assert_named(report, "patch.order", "flask", "first lines")
+    assert_named(report, "patch.order", "flask", "first lines", "--hub gevent")
 
 
 @pytest.mark.threads_only

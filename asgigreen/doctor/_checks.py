@@ -60,6 +60,13 @@ def check_loading(observation: Observation) -> list[Finding]:
         ]
     if isinstance(load, _patching.PatchOrderError):
         head, advice = _first_paragraph(load)
+        if options.hub == "threads":
+            # serve --hub threads imported the bridges (threads hub) before the
+            # module, which then wants gevent: the hub option is what is wrong.
+            advice = (
+                "The application patches with gevent itself: serve it with --hub gevent "
+                "(the default), or drop the patching from it to stay on OS threads.\n" + advice
+            )
         return [
             Finding(
                 "patch.order",
@@ -381,7 +388,8 @@ def check_asgiref(observation: Observation) -> list[Finding]:
                 + (
                     ", and asgiref's sync_to_async hangs in a patched process on this Python "
                     "(gevent#2213)"
-                    if asyncio_wakeup_trap() and gevent_patched()
+                    if asyncio_wakeup_trap()
+                    and (gevent_patched() or observation.options.hub == "gevent")
                     else ""
                 )
                 + ".",
@@ -427,7 +435,7 @@ def _in_memory_layers() -> list[str]:
             for obj in gc.get_objects()
             if isinstance(obj, classes)
         }
-        found += [f"a {name} exists" for name in sorted(made)]
+        found += [f"an instance of {name} exists" for name in sorted(made)]
     return found
 
 
