@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import _thread
 import contextlib
+import inspect
 import logging
 import os
 import site
@@ -71,7 +72,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import hubs
+from . import _calls, hubs
 
 __all__ = [
     "ENV_VAR",
@@ -225,27 +226,35 @@ def _is_library(filename: str) -> bool:
     return known
 
 
-def _innermost_application_frame(stack: Sequence[traceback.FrameSummary]) -> traceback.FrameSummary:
-    """The innermost frame of application code, else the innermost frame."""
-    for frame in reversed(stack):
-        if not _is_library(frame.filename):
-            return frame
-    return stack[-1]
+def _innermost_application_index(stack: Sequence[traceback.FrameSummary]) -> int:
+    """Where the innermost frame of application code is, else the innermost frame."""
+    for index in range(len(stack) - 1, -1, -1):
+        if not _is_library(stack[index].filename):
+            return index
+    return len(stack) - 1
 
 
-def _where(frame: traceback.FrameSummary) -> str:
-    return f"{frame.filename}:{frame.lineno}"
+#: A frame as sampled: file, line, name, qualified name, whether it is async code.
+_Frame = tuple[str, int, str, str, bool]
 
 
-def _bridge_call(worker_id: int) -> Any:
-    """The bridge call running on ``worker_id``, if any (see ``asgigreen._calls``).
+def _walk(top: Any) -> list[_Frame]:
+    """The frames from ``top`` outwards, outermost first, as plain values."""
+    frames = []
+    while top is not None:
+        code = top.f_code
+        async_code = bool(code.co_flags & _ASYNC_CODE)
+        frames.append(
+            (code.co_filename, top.f_lineno or 0, code.co_name, code.co_qualname, async_code)
+        )
+        top = top.f_back
+    frames.reverse()
+    return frames
 
-    Looked up, not imported: the bridges import the registry as they record
-    calls, so without it no call is recorded. A monitor thread runs this.
-    """
-    calls = sys.modules.get("asgigreen._calls")
-    lookup = getattr(calls, "bridge_call_running_on", None)
-    return None if lookup is None else lookup(worker_id)
+
+# Code running as a coroutine (or async generator): blocking there blocks its
+# event loop as well as the hub, and the fix is spelled differently.
+_ASYNC_CODE = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
 
 
 def _blocking_drivers() -> list[str]:
@@ -281,6 +290,8 @@ class _Episode:
     #: The last time the monitor saw it still blocked.
     seen: float
     key: str
+    #: The innermost frame of application code, named as ``key`` is.
+    blocked_at: str
     started_by: str
     fix: str
     stack: traceback.StackSummary
@@ -298,7 +309,10 @@ class _State:
         self._pending: dict[Any, _Episode] = {}  # hub -> the episode going on there
         self._finished: dict[Any, list[_Episode]] = {}  # hub -> episodes to log there
         self._queued: set[Any] = set()  # hubs with a callback queued for when they run
-        self._monitors: weakref.WeakSet[Any] = weakref.WeakSet()  # started while on
+        self._started: weakref.WeakSet[Any] = weakref.WeakSet()  # monitors started while on
+        self._watched: weakref.WeakSet[Any] = weakref.WeakSet()  # monitors that sample for us
+        # hub -> (perf_counter, frames): its thread's stack at the monitor's last pass.
+        self._samples: dict[Any, tuple[float, list[_Frame]]] = {}
         self._saved_config: tuple[Any, Any] | None = None
         self._library_dirs: tuple[str, ...] | None = None
 
@@ -328,8 +342,15 @@ class _State:
             # is missing; that was not asked for here.
             warnings.filterwarnings("ignore", "Unable to monitor memory usage", RuntimeWarning)
             monitor = hub.start_periodic_monitoring_thread()
-        if monitor is not None:
-            self._monitors.add(monitor)
+        for watched in {*self._watched, monitor} - {None}:
+            self._watch(watched)  # the sampling period follows the threshold
+
+    def _watch(self, monitor: Any) -> None:
+        """Have ``monitor`` sample its hub's stack twice per threshold (see :meth:`sample`)."""
+        threshold = self.threshold_ms
+        if threshold is not None:
+            monitor.add_monitoring_function(self.sample, threshold / 2000)
+            self._watched.add(monitor)
 
     def stop(self) -> None:
         if self.threshold_ms is None:
@@ -346,13 +367,17 @@ class _State:
             self._pending.clear()
             self._finished.clear()
             self._queued.clear()
+            self._samples.clear()
             saved, self._saved_config = self._saved_config, None
-            monitors = list(self._monitors)
-            self._monitors = weakref.WeakSet()
+            started, self._started = list(self._started), weakref.WeakSet()
+            watched, self._watched = list(self._watched), weakref.WeakSet()
         if saved is not None:
             gevent.config.monitor_thread, gevent.config.max_blocking_time = saved
+        for monitor in watched:
+            with contextlib.suppress(Exception):
+                monitor.add_monitoring_function(self.sample, None)
         here = _native_ident()
-        for monitor in monitors:
+        for monitor in started:
             hub = monitor.hub
             # kill() puts back, in the calling thread, the greenlet tracer its
             # own replaced: right only in its hub's thread with its tracer on
@@ -368,6 +393,7 @@ class _State:
 
     def after_fork_in_child(self) -> None:
         self._lock = _allocate_lock()
+        self._samples.clear()
         self._pending.clear()
         self._finished.clear()
         self._queued.clear()
@@ -376,7 +402,24 @@ class _State:
 
     def monitor_started(self, monitor: Any) -> None:
         if self.threshold_ms is not None:
-            self._monitors.add(monitor)
+            self._started.add(monitor)
+            self._watch(monitor)
+
+    def sample(self, hub: Any) -> None:
+        """Keep the stack of ``hub``'s thread, as of this pass of its monitor.
+
+        gevent's monitor calls its functions in order on each pass, its own
+        check first. When a check finds the hub blocked, the sample from the
+        pass before was taken after the previous check, which saw switches:
+        inside the block, for sure. A stack taken when the event arrives
+        could already be past it (gevent builds its report first).
+        """
+        try:
+            top = sys._current_frames().get(hub.thread_ident)
+            self._samples[hub] = (time.perf_counter(), _walk(top))
+            del top
+        except Exception:
+            logger.debug("asgigreen's blocking detection could not sample", exc_info=True)
 
     def blocked(self, event: Any) -> None:
         """gevent's monitor saw ``event.hub`` blocked by ``event.greenlet``."""
@@ -433,26 +476,39 @@ class _State:
                     self._queued.discard(hub)
 
     def _capture(self, hub: Any, blocker: Any, now: float, period: float) -> _Episode | None:
-        frame = sys._current_frames().get(hub.thread_ident)
-        if frame is None:
+        sample = self._samples.get(hub)
+        if sample is not None and now - sample[0] <= 2 * period + 0.5 and sample[1]:
+            frames = sample[1]
+        else:  # none yet (the first pass): the stack now, most likely still the block's
+            frames = _walk(sys._current_frames().get(hub.thread_ident))
+        if not frames:
             return None
-        stack = traceback.extract_stack(frame)
-        del frame
-        if not stack or _is_hub_loop(stack[-1]):
-            return None  # the block ended while the monitor looked: the hub runs again
-        inner = _innermost_application_frame(stack)
-        call = _bridge_call(id(blocker))
+        stack = traceback.StackSummary.from_list(
+            [(filename, line, name, None) for filename, line, name, _, _ in frames]
+        )
+        if _is_hub_loop(stack[-1]):
+            return None  # the hub's own loop: the block had ended when the stack was taken
+        index = _innermost_application_index(stack)
+        inner = stack[index]
+        _, _, _, qualname, in_async_code = frames[index]
+        # Named as asgigreen._calls names a bridge call's site.
+        blocked_at = f"{inner.filename}:{inner.lineno} in {qualname}"
+        call = _calls.bridge_call_running_on(id(blocker))
         if call is not None:
-            key = str(call.site)
-            started_by = str(call.describe())
-            fix = _fix_for_bridge_call(call)
+            key = call.site
+            started_by = f"{call.kind}({call.func_name}) at {call.site}"
+            if call.thread_sensitive is not None:
+                sensitive = call.thread_sensitive
+                started_by += ", thread-sensitive" if sensitive else ", not thread-sensitive"
+            fix = _fix_for_sync_to_async(call.func_name)
+            if call.kind != "sync_to_async":
+                fix = _FIX_IN_ASYNC_CODE if in_async_code else _FIX_IN_SYNC_CODE
         else:
-            key = _where(inner)
+            key = blocked_at
             started_by = (
-                f"the view (or task) {inner.name}, at {_where(inner)}; no bridge call: "
-                "it ran on its own greenlet"
+                f"the view (or task) at {blocked_at}; no bridge call: it ran on its own greenlet"
             )
-            fix = _FIX_IN_SYNC_CODE
+            fix = _FIX_IN_ASYNC_CODE if in_async_code else _FIX_IN_SYNC_CODE
         return _Episode(
             hub=hub,
             greenlet=blocker,
@@ -460,6 +516,7 @@ class _State:
             start=now - period,
             seen=now,
             key=key,
+            blocked_at=blocked_at,
             started_by=started_by,
             fix=fix,
             stack=stack,
@@ -542,8 +599,16 @@ _FIX_IN_SYNC_CODE = (
 )
 
 
-def _fix_for_bridge_call(call: Any) -> str:
-    name = getattr(call, "func_name", None) or "func"
+_FIX_IN_ASYNC_CODE = (
+    "this is async code, blocking its event loop too: move the blocking call into a "
+    "sync function and await sync_to_async(func, real_thread=True)(*args), or use a "
+    "client that waits through asyncio or gevent (psycopg2 with psycogreen, PyMySQL "
+    "rather than mysqlclient, ...)"
+)
+
+
+def _fix_for_sync_to_async(func_name: str) -> str:
+    name = func_name.rpartition(".")[2]  # a qualified name's last part: how code names it
     return (
         f"run it on a native thread, sync_to_async({name}, real_thread=True) "
         "(asgigreen.hubs.gevent.configure(real_threads=True) or ASGIGREEN_REAL_THREADS=1 "
@@ -557,7 +622,7 @@ def _emit(episode: _Episode, threshold: int, still_blocked: bool) -> None:
     if not _state.claim(episode.key):
         return
     duration_ms = max(threshold, round((episode.end - episode.start) * 1000))
-    inner = _innermost_application_frame(episode.stack)
+    inner = episode.stack[_innermost_application_index(episode.stack)]
     drivers = _blocking_drivers()
     report = BlockingReport(
         site=episode.key,
@@ -578,8 +643,8 @@ def _emit(episode: _Episode, threshold: int, still_blocked: bool) -> None:
         f"{how_long} (threshold {threshold} ms): every other greenlet of the thread waited.",
         f"  Started by: {episode.started_by}",
     ]
-    if _where(inner) != episode.key:
-        lines.append(f"  Blocked at: {_where(inner)}, in {inner.name}")
+    if episode.blocked_at != episode.key:
+        lines.append(f"  Blocked at: {episode.blocked_at}")
     if inner.line:
         lines.append(f"      {inner.line}")
     lines.append(f"  Fix: {episode.fix}.")

@@ -158,7 +158,8 @@ def test_one_warning_per_call_site_with_the_stack_duration_and_fix(
     assert gaps[0] > 0.35, gaps[:5]  # the hub really was blocked
     found = reports(caplog.records)
     sites = sorted(r.site for r in found)
-    assert sites == sorted([marked("site A"), marked("site B")]), [r.site for r in found]
+    expected = sorted([marked("site A") + " in block_at_a", marked("site B") + " in block_at_b"])
+    assert sites == expected, sites
     for record in [r for r in caplog.records if hasattr(r, "asgigreen_blocking")]:
         report = record.asgigreen_blocking
         assert record.name == "asgigreen"
@@ -243,7 +244,7 @@ def test_blocks_in_other_native_threads(detection: None, caplog: pytest.LogCaptu
         assert time.monotonic() < deadline, "the thread did not finish"
         gevent.sleep(0.02)
     assert errors == []
-    assert [r.site for r in reports(caplog.records)] == [marked("site A")]
+    assert [r.site for r in reports(caplog.records)] == [marked("site A") + " in block_at_a"]
 
 
 @pytest.mark.gevent_only
@@ -319,12 +320,37 @@ def test_sync_to_async_names_its_call_site(
     finally:
         ticking.kill()
     found = reports(caplog.records)
-    expected = sorted([marked("the bridge call"), marked("thread-sensitive")])
+    view_name = f"{test_sync_to_async_names_its_call_site.__name__}.<locals>.view"
+    expected = sorted(
+        [
+            f"{marked('the bridge call')} in {view_name}",
+            f"{marked('thread-sensitive')} in {view_name}",
+        ]
+    )
     assert sorted(r.site for r in found) == expected, found
     for report in found:
         assert "sync_to_async(block_at_a" in report.started_by, report
         assert "sync_to_async(block_at_a, real_thread=True)" in report.fix
         assert report.stack[-1].name == "block_at_a"
+
+
+@pytest.mark.gevent_only
+def test_blocking_in_async_code_gets_the_async_fix(
+    detection: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    from asgigreen.sync import async_to_sync
+
+    caplog.set_level(logging.WARNING, logger="asgigreen")
+
+    async def async_view() -> None:
+        real_sleep(0.4)  # blocks the loop and the hub
+
+    run_beside_ticker((lambda _: async_to_sync(async_view)(), 0))
+    [report] = reports(caplog.records)
+    assert report.site == f"{marked('blocks the loop and the hub')} in {async_view.__qualname__}"
+    assert "this is async code" in report.fix
+    assert "await sync_to_async(func, real_thread=True)" in report.fix
+    assert "run_in_real_thread" not in report.fix  # it refuses async callers
 
 
 # -- real processes: off costs nothing, the environment variable -----------------------
@@ -426,7 +452,7 @@ def settle(records: Path, expected: int, timeout: float = 5.0) -> list[dict[str,
     return read_records(records)
 
 
-WARNING_LINE = re.compile(r"^asgigreen: blocking call at (\S+) kept gevent's hub", re.MULTILINE)
+WARNING_LINE = re.compile(r"^asgigreen: blocking call at (.+?) kept gevent's hub", re.MULTILINE)
 
 
 @pytest.mark.threads_only
@@ -449,8 +475,8 @@ def test_gunicorn_gevent_views_blocking_in_psycopg2_and_time_sleep(
     if handler:
         env["BLOCKING_RECORDS"] = str(records)
     wsgi = BLOCKINGAPP / "wsgi.py"
-    pg_site = f"{wsgi}:{line_of(wsgi, 'pg_sleep(0.3)')}"
-    sleep_site = f"{wsgi}:{line_of(wsgi, 'real_sleep(0.3)')}"
+    pg_site = f"{wsgi}:{line_of(wsgi, 'pg_sleep(0.3)')} in pg_view"
+    sleep_site = f"{wsgi}:{line_of(wsgi, 'real_sleep(0.3)')} in sleep_view"
     with gunicorn("blockingapp.wsgi:application", worker, env, tmp_path) as (port, service):
         wait_until(lambda: http_get(port, "/ok", timeout=5)[0] == 200, "gunicorn", service)
         state = json.loads(http_get(port, "/state")[1])
@@ -470,7 +496,7 @@ def test_gunicorn_gevent_views_blocking_in_psycopg2_and_time_sleep(
     assert "Traceback" not in log, log[-5000:]
     if not handler:
         assert sorted(WARNING_LINE.findall(log)) == sorted([pg_site, sleep_site]), log[-5000:]
-        assert "Started by: the view (or task) pg_view" in log
+        assert f"Started by: the view (or task) at {pg_site}; no bridge call" in log
         assert "psycogreen.gevent.patch_psycopg()" in log
         return
     assert sorted(r["report"]["site"] for r in found) == sorted([pg_site, sleep_site]), found
@@ -528,7 +554,7 @@ def test_asgigreen_serve_names_the_sync_to_async_call_site(tmp_path: Path) -> No
         found = settle(records, 1)
         log = service.output()
     asgi = BLOCKINGAPP / "asgi.py"
-    site = f"{asgi}:{line_of(asgi, 'await sync_to_async(fetch_report)()')}"
+    site = f"{asgi}:{line_of(asgi, 'await sync_to_async(fetch_report)()')} in app"
     assert [r["report"]["site"] for r in found] == [site], found
     report = found[0]["report"]
     assert "sync_to_async(fetch_report" in report["started_by"], report
