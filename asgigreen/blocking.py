@@ -30,8 +30,10 @@ start later in other threads start their own) and subscribes to gevent's
 :class:`gevent.events.EventLoopBlocked`. gevent's monitor wakes every
 threshold and reports a hub that saw no greenlet switch since its last
 look, so a block is always caught once it lasts twice the threshold, and may
-be from once the threshold. The stack is taken by the monitor thread while
-the block lasts; the warning is logged once the hub runs again (from a
+be from once the threshold. The monitor also samples the thread's stack
+twice per threshold (through ``add_monitoring_function``), and the warning
+shows the sample taken just after the monitor's previous look: a stack from
+inside the block, for sure. The warning is logged once the hub runs again (from a
 greenlet of the blocked thread, so log handlers may do cooperative I/O),
 with the time the hub was kept waiting: at least from the monitor's last
 look that saw switches to the moment the hub ran. A block still going on

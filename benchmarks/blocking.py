@@ -17,9 +17,9 @@ Rows:
 
 Off, nothing of detection is loaded (each side reports what it runs: the
 threshold, and whether gevent's monitor thread exists), so the off column
-is asgigreen as it is without the feature. On, the cost is gevent's: its
-greenlet tracer counts every switch, and its monitor thread wakes every
-threshold. Nothing here blocks, so nothing is reported.
+is asgigreen as it is without the feature. On, gevent's greenlet tracer
+counts every switch, and its monitor thread wakes twice per threshold, to
+check and to sample the stack. Nothing here blocks, so nothing is reported.
 """
 
 from __future__ import annotations
