@@ -223,6 +223,10 @@ def test_import_order() -> None:
     report = doctor(*cases("late_patch:app"))
     assert problems(report) == []
     assert by_id(report)["driver.psycopg"]["severity"] == "ok"
+    # Patching after Django without settings fails inside gevent: said so.
+    report = doctor(*cases("--hub", "threads", "late_patch_unconfigured:app"))
+    failed = assert_named(report, "app.load", "ImproperlyConfigured", "late_patch_unconfigured.py:")
+    assert failed["title"].endswith("failed while gevent patched, late")
     # asgigreen.patch_all() called after Flask: its own PatchOrderError, reported.
     report = doctor(*cases("--hub", "threads", "late_patch_all:app"))
     assert_named(report, "patch.order", "flask", "first lines", "--hub gevent")
