@@ -83,6 +83,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import logging
 import os
 import threading
@@ -913,7 +914,15 @@ class AsgiToWsgi:
                         self._lifespan = _Lifespan(
                             self.application, self.lifespan, self.startup_timeout
                         )
-                        loop.call_soon_threadsafe(self._begin_lifespan, self._lifespan, begun)
+                        # In a context of its own, not the first request's: what
+                        # startup begins (background tasks) must not inherit that
+                        # request's trace span and Sentry scope.
+                        loop.call_soon_threadsafe(
+                            self._begin_lifespan,
+                            self._lifespan,
+                            begun,
+                            context=contextvars.Context(),
+                        )
                     self._lifespan_runner = runner
         started = self._started
         assert started is not None

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import io
 import json
 import re
 import secrets
@@ -38,6 +39,7 @@ from typing import Any
 
 import pytest
 import sentry_sdk
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -48,6 +50,7 @@ from services import Service, bin_path, gunicorn, listening_socket, python_env
 from tracingapps.recording import native_thread_id
 
 from asgigreen import hubs
+from asgigreen.asgi_to_wsgi import AsgiToWsgi
 from asgigreen.realthread import in_real_thread, run_in_real_thread
 from asgigreen.sync import (
     AsyncSingleThreadContext,
@@ -413,6 +416,52 @@ def test_sentry_scope_of_a_request_does_not_reach_a_later_caller_without_one() -
     assert json.loads(result.stdout) == {"request": {"who": "request"}, "background": {}}
 
 
+def test_asgi_to_wsgi_lifespan_is_outside_the_first_requests_trace(
+    spans: Spans, sentry: SentryEvents
+) -> None:
+    """Regression: AsgiToWsgi began the lifespan in the context of the request that
+    started it, so startup, and every task it left running, was in that request's
+    span and Sentry scope."""
+    seen: dict[str, int] = {}
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await receive()
+            seen["startup"] = trace.get_current_span().get_span_context().span_id
+            sentry_sdk.capture_message("startup")
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        seen["request"] = trace.get_current_span().get_span_context().span_id
+        _sentry_work("a")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    adapter = AsgiToWsgi(app)
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(),
+    }
+    try:
+        with _request_scope("a"), spans.span("first request") as span:
+            assert b"".join(adapter(environ, lambda status, headers: None)) == b"ok"
+    finally:
+        adapter.shutdown()
+    assert seen == {"startup": trace.INVALID_SPAN_ID, "request": span.get_span_context().span_id}
+    _assert_scope_reached(sentry, "a", "request a")
+    startup = sentry.by_message()["startup"]
+    assert startup.get("tags", {}) == {}, startup
+    assert startup.get("breadcrumbs", {}).get("values", []) == [], startup
+    assert _trace_of(startup)["trace_id"] != _trace_of(sentry.transaction("request a"))["trace_id"]
+
+
 # -- concurrent callers in this process --------------------------------------------------
 
 
@@ -757,6 +806,13 @@ def test_django_wsgi_served(tmp_path: Path) -> None:
         record,
         service,
     ):
+        requests = _drive(port, DJANGO_VIEWS)
+        _check_served(record, service, requests)
+
+
+def test_django_asgi_through_asgi_to_wsgi_served(tmp_path: Path) -> None:
+    app = "tracingapps.django_app:asgi_through_wsgi"
+    with _wsgi_server(app, tmp_path) as (port, record, service):
         requests = _drive(port, DJANGO_VIEWS)
         _check_served(record, service, requests)
 

@@ -2,9 +2,10 @@
 
 ``asgi_application`` and ``wsgi_application`` are Django's handlers behind a
 ``request`` span (:mod:`tracingapps.requestspans`), with Sentry's Django
-integration. Each view takes ``?who=NAME``, sets it as a Sentry tag and
-breadcrumb on the request's scope, and records spans and events in every
-place its work runs:
+integration; ``asgi_through_wsgi`` is the ASGI handler in
+:class:`~asgigreen.asgi_to_wsgi.AsgiToWsgi`, the span around it. Each view
+takes ``?who=NAME``, sets it as a Sentry tag and breadcrumb on the request's
+scope, and records spans and events in every place its work runs:
 
 * ``/sync/``: a sync view calling async code through ``async_to_sync``,
   which comes back through ``sync_to_async`` (thread-sensitive and not) and
@@ -46,6 +47,7 @@ from django.urls import path  # noqa: E402
 from sentry_sdk.integrations.django import DjangoIntegration  # noqa: E402
 
 from asgigreen import hubs  # noqa: E402
+from asgigreen.asgi_to_wsgi import AsgiToWsgi  # noqa: E402
 from asgigreen.realthread import run_in_real_thread  # noqa: E402
 from asgigreen.sync import async_to_sync, sync_to_async  # noqa: E402
 
@@ -115,3 +117,5 @@ urlpatterns = [path("sync/", sync_view), path("async/", async_view)]
 
 asgi_application = TraceAsgi(get_asgi_application())
 wsgi_application = TraceWsgi(get_wsgi_application())
+# The ASGI handler under a WSGI server; Django refuses lifespan, so none.
+asgi_through_wsgi = TraceWsgi(AsgiToWsgi(get_asgi_application(), lifespan="off"))
