@@ -44,6 +44,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
+from _chart import COLOURS, Bar, BarChart, Group, Series, command_line  # noqa: E402
 from _timing import (  # noqa: E402
     Batch,
     PairResult,
@@ -823,6 +824,79 @@ def _report_json(report: Report) -> dict[str, Any]:
     }
 
 
+def _chart(report: Report, command: str) -> BarChart:
+    """The run's headline figures as a chart: one group of bars per table row."""
+    groups = []
+    for row in report.rows:
+        quartiles = row.ratio_quartiles()
+        note = "" if row.ratio is None else f"ratio {row.ratio:.2f}"
+        if quartiles:
+            note += f" (p25-p75 {quartiles[0]:.2f}-{quartiles[1]:.2f})"
+        if row.target is not None:
+            note += f"; target ≤ {row.target:.2f}: {row.verdict}"
+            if row.within_noise:
+                note += " (within noise)"
+        bars = [
+            Bar(
+                lib,
+                lib,
+                side.median_us,
+                "failed" if side.median_us is None else f"{_fmt_us(side.median_us)} µs",
+            )
+            for lib, side in (("asgiref", row.baseline), ("asgigreen", row.candidate))
+        ]
+        for bar, side in zip(bars, (row.baseline, row.candidate), strict=True):
+            if side.error:
+                bar.text = f"no figure: {side.error}"[:90]
+        groups.append(Group(row.name, "µs per call", bars, note.strip("; ")))
+    green = report.meta.get("asgigreen", {})
+    hub = green.get("hub") or "?"
+    versions = (
+        f"asgiref {report.meta.get('asgiref', {}).get('version')}, "
+        f"asgigreen {green.get('version')}, CPython {platform.python_version()}"
+        + (f", gevent {_gevent_version()}" if report.patched else "")
+        + f", {os.cpu_count()} CPUs"
+    )
+    footnotes = []
+    for result in report.inflight:
+        library = result.get("library")
+        if "error" in result:
+            footnotes.append(f"{result.get('calls', '')} in flight, {library}: {result['error']}")
+            continue
+        growth = result.get("peak_growth_mb")
+        footnotes.append(
+            f"{result['calls']:,} sync_to_async calls in flight at once, {library}: "
+            f"{result['ok']:,} ok"
+            + (
+                f", {result['pending']:,} unfinished at the {result['timeout']:g} s timeout"
+                if result["timed_out"]
+                else f" in {result['seconds']:.1f} s"
+            )
+            + ("" if growth is None else f", peak RSS +{growth:.1f} MB")
+        )
+    if report.switch_cost:
+        cost = report.switch_cost
+        footnotes.append(
+            "asgigreen's greenlet switch tracer: "
+            f"{cost['traced'] - cost['bare']:+.0f} ns a switch with no loop running, "
+            f"{cost['traced_loop'] - cost['bare_loop']:+.0f} ns with a loop's state swapped"
+        )
+    return BarChart(
+        title=f"Bridges, {report.mode}: asgigreen ({hub} hub) against asgiref",
+        series=[
+            Series("asgiref", COLOURS["asgiref"]),
+            Series("asgigreen", COLOURS["asgigreen"]),
+        ],
+        groups=groups,
+        subtitle=[
+            f"Median µs per call over {report.settings.rounds} interleaved rounds, shorter is "
+            "better; ratio: median of per-round asgigreen/asgiref times. " + versions + ".",
+            f"$ {command}  ({time.strftime('%Y-%m-%d')})",
+        ],
+        footnotes=footnotes,
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Time asgigreen's sync/async bridges against asgiref's, side by side. "
@@ -869,6 +943,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     parser.add_argument(
+        "--svg", metavar="PATH", help="also draw the timing rows as an SVG chart here"
+    )
+    parser.add_argument(
         "--check", action="store_true", help="exit with status 1 if a target is missed"
     )
     # Internal: the worker processes.
@@ -878,8 +955,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _given(argv: list[str] | None) -> list[str]:
+    return sys.argv[1:] if argv is None else argv
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.svg and not args.svg.lower().endswith(".svg"):
+        _parser().error(f"--svg {args.svg}: the chart is an SVG document; name it *.svg")
     patched = gevent_patched()
     inflight_timeout = args.inflight_timeout or (10.0 if args.quick else 30.0)
     if args.worker:
@@ -932,6 +1015,10 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w", encoding="utf-8") as sink:
             json.dump(_report_json(report), sink, indent=2)
             sink.write("\n")
+    if args.svg:
+        prefix = ["python", "-m", "gevent.monkey"] if patched else ["python"]
+        command = command_line([*prefix, "benchmarks/bridges.py"], _given(argv))
+        out(f"chart: {_chart(report, command).write(args.svg)}")
     if args.check and passed != len(report.verdicts):
         return 1
     return 0

@@ -51,6 +51,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
+from _chart import COLOURS, Bar, BarChart, Group, Series, command_line  # noqa: E402
 from _timing import (  # noqa: E402
     Batch,
     PairResult,
@@ -259,7 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-seconds", type=float, help="rough length of one batch")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    parser.add_argument("--svg", metavar="PATH", help="also draw the results as an SVG chart here")
     args = parser.parse_args(argv)
+    if args.svg and not args.svg.lower().endswith(".svg"):
+        parser.error(f"--svg {args.svg}: the chart is an SVG document; name it *.svg")
 
     patched = gevent_patched()
     from channels import __version__ as channels_version
@@ -353,9 +357,70 @@ def main(argv: list[str] | None = None) -> int:
                 indent=2,
             )
             sink.write("\n")
+    if args.svg:
+        prefix = ["python", "-m", "gevent.monkey"] if patched else ["python"]
+        command = command_line(
+            [*prefix, "benchmarks/layers.py"], sys.argv[1:] if argv is None else argv
+        )
+        header = (
+            f"Channels {channels_version}, asgigreen {asgigreen.__version__}, "
+            f"CPython {platform.python_version()}, {os.cpu_count()} CPUs"
+        )
+        chart = _chart(results, patched, hubs.get_hub().name, header, cross_us, command)
+        out(f"chart: {chart.write(args.svg)}")
     if args.check and passed != len(results):
         return 1
     return 0
+
+
+def _chart(
+    results: list[PairResult],
+    patched: bool,
+    hub: str,
+    versions: str,
+    cross_us: float,
+    command: str,
+) -> BarChart:
+    """One group of bars per row; a row slower than a millisecond is drawn in ms."""
+    groups = []
+    for result in results:
+        slow = max(result.baseline.median_us or 0.0, result.candidate.median_us or 0.0) >= 1000
+        unit, divisor = ("ms per unit", 1000.0) if slow else ("µs per unit", 1.0)
+        bars = []
+        for name, side in (("Channels", result.baseline), ("asgigreen", result.candidate)):
+            if side.median_us is None:
+                bars.append(Bar(name, name, None, f"no figure: {side.error or 'failed'}"[:90]))
+                continue
+            value = side.median_us / divisor
+            shown = f"{value:,.1f}" if value >= 10 else f"{value:.2f}"
+            bars.append(Bar(name, name, value, f"{shown} {unit.split()[0]}"))
+        note = "" if result.ratio is None else f"ratio {result.ratio:.2f}"
+        if result.target is not None:
+            note += f"; target ≤ {result.target:.2f}: {result.verdict}"
+            if result.within_noise:
+                note += " (within noise)"
+        groups.append(Group(result.name, unit, bars, note.strip("; ")))
+    where = "greenlets" if patched else "threads"
+    return BarChart(
+        title=(
+            f"Channel layers, {'gevent-monkeypatched' if patched else 'plain'} process "
+            f"({hub} hub): asgigreen's in-memory layer against Channels'"
+        ),
+        series=[
+            Series("Channels", COLOURS["Channels"]),
+            Series("asgigreen", COLOURS["asgigreen"]),
+        ],
+        groups=groups,
+        subtitle=[
+            "Median time per unit over interleaved rounds, shorter is better; ratio: median "
+            f"of per-round asgigreen/Channels times. {versions}.",
+            f"$ {command}  ({time.strftime('%Y-%m-%d')})",
+        ],
+        footnotes=[
+            f"asgigreen only (Channels' layer does not wake a receiver on another loop): a "
+            f"round trip between event loops on two {where} takes {_fmt_us(cross_us)} µs."
+        ],
+    )
 
 
 if __name__ == "__main__":

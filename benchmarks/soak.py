@@ -55,6 +55,8 @@ _HERE = Path(__file__).resolve().parent
 if str(_HERE) not in sys.path:
     sys.path.insert(0, str(_HERE))
 
+from _chart import COLOURS, Line, LineChart, command_line  # noqa: E402
+
 PYTHON = sys.executable
 STATS_PATH = "/_soak/stats"
 TARGET_MB = 5.0
@@ -421,7 +423,58 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {target.label}: first error {error!r}; {target.sample_errors} samples lost")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    if args.svg:
+        print(f"chart: {_chart(targets, args).write(args.svg)}")
     return 1 if failed_any and args.check else 0
+
+
+def _chart(targets: list[Target], args: argparse.Namespace) -> LineChart:
+    """Each server's RSS growth since the warm-up, sample by sample, against the target."""
+    lines = []
+    footnotes = []
+    for target in targets:
+        after = [(at, stats["rss_kb"]) for at, stats in target.samples if at >= args.warmup]
+        base = after[0][1] if after else 0
+        server = "asgigreen serve" if target.library == "asgigreen" else "asgiref, plain uvicorn"
+        name = f"{target.app.upper()} app, {server}"
+        failed = int(target.totals.get("failed", 0))
+        requests = int(target.totals.get("ok", 0)) + failed
+        footnotes.append(
+            f"{name}: {requests:,} requests, {failed:,} failed"
+            + (f", {target.sample_errors} samples lost" if target.sample_errors else "")
+            + (
+                f", RSS {after[-1][1] / 1024 - base / 1024:+.1f} MB from {base / 1024:.1f} MB"
+                if after
+                else ", no samples after the warm-up"
+            )
+            + "."
+        )
+        if failed:
+            name += f" ({failed:,} failed)"
+        lines.append(
+            Line(
+                name,
+                COLOURS[target.library],
+                [(at, (kb - base) / 1024) for at, kb in after],
+                dashed=target.app == "asgi",
+            )
+        )
+    command = command_line(["python", "benchmarks/soak.py"], sys.argv[1:])
+    return LineChart(
+        title="Soak: server memory under steady keep-alive load, asgigreen serve and asgiref",
+        x_label="seconds of load",
+        y_label=f"RSS growth since the sample at {args.warmup:g} s (end of warm-up), MB",
+        lines=lines,
+        subtitle=[
+            f"{args.minutes:g} min, {args.clients} keep-alive clients at {args.rate:g} req/s per "
+            f"server, all servers side by side; each reports its own VmRSS every "
+            f"{args.interval:g} s. The ASGI app makes {BRIDGE_CALLS} sync_to_async calls a "
+            f"request. CPython {sys.version.split()[0]}, {os.cpu_count()} CPUs.",
+            f"$ {command}  ({time.strftime('%Y-%m-%d')})",
+        ],
+        marks=[(TARGET_MB, f"target for asgigreen: < {TARGET_MB:g} MB")],
+        footnotes=footnotes,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -449,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", help="also write every sample and figure to this file")
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    parser.add_argument(
+        "--svg", metavar="PATH", help="also draw each server's RSS over time as an SVG chart here"
+    )
     # The script's own child processes.
     parser.add_argument("--serve-uvicorn", choices=["wsgi", "asgi"], help=argparse.SUPPRESS)
     parser.add_argument("--fd", type=int, help=argparse.SUPPRESS)
@@ -469,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
             args.warmup = 20.0
     if args.warmup is None:
         args.warmup = min(60.0, args.minutes * 60 / 3)
+    if args.svg and not args.svg.lower().endswith(".svg"):
+        parser.error(f"--svg {args.svg}: the chart is an SVG document; name it *.svg")
     args.apps = [a for a in args.apps.split(",") if a]
     args.libraries = [lib for lib in args.libraries.split(",") if lib]
     for name in args.apps:

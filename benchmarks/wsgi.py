@@ -47,6 +47,7 @@ _HERE = Path(__file__).resolve().parent
 if str(_HERE) not in sys.path:
     sys.path.insert(0, str(_HERE))
 
+from _chart import COLOURS, Bar, BarChart, Group, Series, command_line  # noqa: E402
 from _timing import Table, read_status_kb, reset_peak_rss  # noqa: E402
 
 PYTHON = sys.executable
@@ -57,6 +58,8 @@ ROUND_TIMEOUT = 60.0
 IO_TARGET_RPS = 1200.0
 STREAM_TARGET_MB = 50.0
 CHUNK = 64 * 1024
+#: The chart's name for a measurement with no adapter in the way.
+FLOOR = "no adapter (reference)"
 
 
 # -- processes -------------------------------------------------------------------------
@@ -232,6 +235,10 @@ class Case:
     path: str = "/"
     target: str = "-"
     check: Callable[[Row, dict[str, Row]], bool] | None = None
+    #: The chart's colour for this case: a library, or FLOOR (no adapter).
+    series: str = ""
+    #: The chart's label, if shorter than ``label``.
+    short: str = ""
 
 
 def run_section(
@@ -242,6 +249,8 @@ def run_section(
     rounds: int,
     out: Callable[[str], None],
     verdicts: list[bool],
+    chart: list[Group],
+    chart_title: str,
 ) -> dict[str, Row]:
     out("")
     out(title)
@@ -297,7 +306,35 @@ def run_section(
         error = rows[case.key].first_error()
         if error:
             out(f"  ! {case.label}: {error[:300]}")
+    chart.append(_load_group(chart_title, cases, rows))
     return rows
+
+
+def _load_group(title: str, cases: list[Case], rows: dict[str, Row]) -> Group:
+    """A section's req/s as one group of bars, with the same figures as its table."""
+    bars = []
+    notes = []
+    for case in cases:
+        row = rows[case.key]
+        label = case.short or case.label
+        if row.error is not None or row.rps is None:
+            why = row.error or "no round completed"
+            bars.append(Bar(label, case.series, None, f"no figure: {why}"[:80]))
+            continue
+        ratio = _ratio(row, rows.get("a2wsgi"))
+        note = []
+        if row.ok == 0:
+            note.append(f"all {row.failed:,} requests failed")
+        elif row.failed:
+            note.append(f"{row.failed:,} of {row.ok + row.failed:,} failed")
+        if ratio is not None and row.ok and case.key != "a2wsgi" and case.series != FLOOR:
+            note.insert(0, f"vs a2wsgi {ratio:.2f}")
+        bars.append(Bar(label, case.series, row.rps, f"{row.rps:,.0f} req/s", ", ".join(note)))
+        if case.check is not None:
+            passed = case.check(row, rows)
+            target = case.target.replace(">=", "≥")
+            notes.append(f"target {target}: {'PASS' if passed else 'FAIL'}")
+    return Group(title, "req/s", bars, "; ".join(notes))
 
 
 # -- servers ---------------------------------------------------------------------------
@@ -498,7 +535,11 @@ STREAM_TABLE = Table(
 
 
 def run_streams(
-    total: int, out: Callable[[str], None], verdicts: list[bool], compare: bool
+    total: int,
+    out: Callable[[str], None],
+    verdicts: list[bool],
+    compare: bool,
+    chart: list[Group],
 ) -> None:
     out("")
     out(
@@ -506,6 +547,18 @@ def run_streams(
         "a fresh process each; growth: VmHWM after minus VmRSS before (VmHWM reset)"
     )
     out(STREAM_TABLE.header())
+    mib = total // (1 << 20)
+    size = f"{mib // 1024} GiB" if mib % 1024 == 0 else f"{mib} MiB"
+    groups = {
+        direction: Group(
+            f"3. {size} {direction} through WsgiToAsgi: peak RSS growth",
+            "MB",
+            [],
+            f"less is better; target < {STREAM_TARGET_MB:g} MB",
+        )
+        for direction in ("upload", "download")
+    }
+    failures = {"upload": 0, "download": 0}
     setups = [("asgigreen", True), ("asgigreen", False)]
     if compare:
         setups += [("a2wsgi", False), ("asgiref", False)]
@@ -533,8 +586,10 @@ def run_streams(
                     )
                 )
                 out(f"  ! {label} {direction}: {exc!r}")
+                groups[direction].bars.append(Bar(label, library, None, "no figure: failed"))
                 if is_target:
                     verdicts.append(False)
+                    failures[direction] += 1
                 continue
             growth = result["growth_mb"]
             complete = result["bytes"] == total
@@ -543,6 +598,17 @@ def run_streams(
                 passed = complete and growth is not None and growth < STREAM_TARGET_MB
                 verdict = "PASS" if passed else "FAIL"
                 verdicts.append(passed)
+                failures[direction] += not passed
+            mb_s = result["bytes"] / result["seconds"] / 1e6
+            groups[direction].bars.append(
+                Bar(
+                    label,
+                    library,
+                    None if growth is None else max(0.0, growth),
+                    "no figure: VmHWM unreadable" if growth is None else f"{growth:.1f} MB",
+                    f"{mb_s:,.0f} MB/s" + ("" if complete else ", incomplete"),
+                )
+            )
             out(
                 STREAM_TABLE.row(
                     [
@@ -557,6 +623,9 @@ def run_streams(
                     ]
                 )
             )
+    for direction, group in groups.items():
+        group.note += ": FAIL" if failures[direction] else ": PASS"
+        chart.append(group)
 
 
 # -- the run --------------------------------------------------------------------------
@@ -581,6 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream-mib", type=int, help="MiB streamed each way (default 1024)")
     parser.add_argument("--skip", action="append", default=[], choices=["1", "2", "3", "4"])
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    parser.add_argument("--svg", metavar="PATH", help="also draw the results as an SVG chart here")
     parser.add_argument(
         "--serve-uvicorn", nargs=2, metavar=("LIBRARY", "APP"), help=argparse.SUPPRESS
     )
@@ -597,9 +667,12 @@ def main(argv: list[str] | None = None) -> int:
         stream_main(*args.stream, args.bytes)
         return 0
 
+    if args.svg and not args.svg.lower().endswith(".svg"):
+        parser.error(f"--svg {args.svg}: the chart is an SVG document; name it *.svg")
     rounds = args.rounds or (3 if args.quick else 5)
     stream_bytes = (args.stream_mib or (256 if args.quick else 1024)) << 20
     verdicts: list[bool] = []
+    chart: list[Group] = []
 
     def out(line: str) -> None:
         print(line, flush=True)
@@ -625,24 +698,36 @@ def main(argv: list[str] | None = None) -> int:
                     asgigreen_serve("_apps:wsgi_io"),
                     target=f">= {IO_TARGET_RPS:.0f}, 0 err",
                     check=_at_least(IO_TARGET_RPS),
+                    series="asgigreen",
+                    short="asgigreen serve",
                 ),
                 Case(
                     "asgigreen-uvicorn",
                     "uvicorn + asgigreen WsgiToAsgi",
                     uvicorn_server("asgigreen", "io", True),
+                    series="asgigreen",
+                    short="uvicorn + asgigreen",
                 ),
                 Case(
                     "a2wsgi",
                     "uvicorn + a2wsgi WSGIMiddleware",
                     uvicorn_server("a2wsgi", "io", True),
+                    series="a2wsgi",
+                    short="uvicorn + a2wsgi",
                 ),
                 Case(
-                    "asgiref", "uvicorn + asgiref WsgiToAsgi", uvicorn_server("asgiref", "io", True)
+                    "asgiref",
+                    "uvicorn + asgiref WsgiToAsgi",
+                    uvicorn_server("asgiref", "io", True),
+                    series="asgiref",
+                    short="uvicorn + asgiref",
                 ),
                 Case(
                     "asgi",
                     "(reference: uvicorn + ASGI app, asyncio.sleep)",
                     uvicorn_server("none", "io", True),
+                    series=FLOOR,
+                    short="ASGI app, asyncio.sleep",
                 ),
             ],
             clients=100,
@@ -650,6 +735,8 @@ def main(argv: list[str] | None = None) -> int:
             rounds=rounds,
             out=out,
             verdicts=verdicts,
+            chart=chart,
+            chart_title="1. uvicorn, gevent-patched, WSGI app waiting 50 ms",
         )
     if "2" not in args.skip:
         run_section(
@@ -662,16 +749,22 @@ def main(argv: list[str] | None = None) -> int:
                     uvicorn_server("asgigreen", "noio", False),
                     target=">= a2wsgi",
                     check=_no_slower_than_a2wsgi,
+                    series="asgigreen",
+                    short="uvicorn + asgigreen",
                 ),
                 Case(
                     "a2wsgi",
                     "uvicorn + a2wsgi WSGIMiddleware",
                     uvicorn_server("a2wsgi", "noio", False),
+                    series="a2wsgi",
+                    short="uvicorn + a2wsgi",
                 ),
                 Case(
                     "asgiref",
                     "uvicorn + asgiref WsgiToAsgi",
                     uvicorn_server("asgiref", "noio", False),
+                    series="asgiref",
+                    short="uvicorn + asgiref",
                 ),
             ],
             clients=100,
@@ -679,9 +772,11 @@ def main(argv: list[str] | None = None) -> int:
             rounds=rounds,
             out=out,
             verdicts=verdicts,
+            chart=chart,
+            chart_title="2. uvicorn, plain process, WSGI app doing no I/O",
         )
     if "3" not in args.skip:
-        run_streams(stream_bytes, out, verdicts, compare=not args.quick)
+        run_streams(stream_bytes, out, verdicts, compare=not args.quick, chart=chart)
     if "4" not in args.skip:
         run_section(
             "4. gunicorn -k gevent, 1 worker, ASGI view awaiting 50 ms (asyncio.sleep), "
@@ -693,16 +788,22 @@ def main(argv: list[str] | None = None) -> int:
                     gunicorn_gevent("_apps:asgi_to_wsgi('asgigreen')"),
                     target=f">= {IO_TARGET_RPS:.0f}, 0 err",
                     check=_at_least(IO_TARGET_RPS),
+                    series="asgigreen",
+                    short="asgigreen AsgiToWsgi",
                 ),
                 Case(
                     "a2wsgi",
                     "gunicorn gevent + a2wsgi ASGIMiddleware",
                     gunicorn_gevent("_apps:asgi_to_wsgi('a2wsgi')"),
+                    series="a2wsgi",
+                    short="a2wsgi ASGIMiddleware",
                 ),
                 Case(
                     "wsgi",
                     "(reference: plain WSGI app, time.sleep)",
                     gunicorn_gevent("_apps:asgi_to_wsgi('none')"),
+                    series=FLOOR,
+                    short="WSGI app, time.sleep",
                 ),
             ],
             clients=100,
@@ -710,11 +811,37 @@ def main(argv: list[str] | None = None) -> int:
             rounds=rounds,
             out=out,
             verdicts=verdicts,
+            chart=chart,
+            chart_title="4. gunicorn -k gevent, 1 worker, ASGI view awaiting 50 ms",
         )
     out("")
     seconds = time.perf_counter() - started
     out(f"targets: {sum(verdicts)}/{len(verdicts)} PASS ({seconds:.0f} s in all)")
+    if args.svg and chart:
+        given = sys.argv[1:] if argv is None else argv
+        command = command_line(["python", "benchmarks/wsgi.py"], given)
+        out(f"chart: {_chart(chart, rounds, command).write(args.svg)}")
     return 1 if args.check and not all(verdicts) else 0
+
+
+def _chart(groups: list[Group], rounds: int, command: str) -> BarChart:
+    return BarChart(
+        title="WSGI <-> ASGI adapters under real servers: asgigreen, a2wsgi, asgiref",
+        series=[
+            Series("asgigreen", COLOURS["asgigreen"]),
+            Series("a2wsgi", COLOURS["a2wsgi"]),
+            Series("asgiref", COLOURS["asgiref"]),
+            Series(FLOOR, COLOURS["floor"], floor=True),
+        ],
+        groups=groups,
+        subtitle=[
+            f"req/s (more is better): median of {rounds} round{'s' * (rounds != 1)} "
+            "interleaved across servers, "
+            "100 keep-alive clients from a load process of their own; the dashed line is the "
+            "same wait with no adapter. " + _versions() + f", {os.cpu_count()} CPUs.",
+            f"$ {command}  ({time.strftime('%Y-%m-%d')})",
+        ],
+    )
 
 
 def _versions() -> str:
