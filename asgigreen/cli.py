@@ -68,6 +68,14 @@ def _add_loading_options(command: argparse.ArgumentParser) -> None:
     )
 
 
+_DOCTOR_DESCRIPTION = """\
+Prepare this process and import MODULE:APP exactly as 'asgigreen serve' would
+with the same options (nothing is served), then report: whether and when gevent
+patched, the hub and why, modules imported before the patching, the real asgiref
+beside asgigreen's alias, drivers that block under gevent, an in-memory channel
+layer with several workers, and known traps of the running versions.
+"""
+
 _DOCTOR_EPILOG = """\
 Each finding has a stable id, a severity (error, warning, info, ok) and its fix.
 Ids: serve.prepare, app.load, patch.when, patch.late, patch.order, early.<module>,
@@ -111,11 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser(
         "doctor",
         help="load an application as serve would and report what would go wrong",
-        description="Prepare this process and import MODULE:APP exactly as 'asgigreen serve' "
-        "would with the same options (nothing is served), then report: whether and when "
-        "gevent patched, the hub and why, modules imported before the patching, the real "
-        "asgiref beside asgigreen's alias, drivers that block under gevent, an in-memory "
-        "channel layer with several workers, and known traps of the running versions.",
+        description=_DOCTOR_DESCRIPTION,
         epilog=_DOCTOR_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

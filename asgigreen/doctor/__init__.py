@@ -27,11 +27,8 @@ Run it in a fresh process (the command does): the application stays
 imported, and whatever ran before the doctor counts as having run before
 the patching.
 
-The ``--json`` output
----------------------
-
-One JSON object on stdout (whatever the application prints while it is
-imported goes to stderr)::
+The ``--json`` output is one JSON object on stdout (whatever the
+application prints while it is imported goes to stderr)::
 
     {
       "schema": 1,
