@@ -724,22 +724,32 @@ def _assert_nothing_else(record: Record, clients: list[Client]) -> None:
 
 
 @contextlib.contextmanager
-def _asgi_server(app: str, tmp_path: Path) -> Iterator[tuple[int, Path, Service]]:
-    """The ASGI app under uvicorn (plain) or ``asgigreen serve`` (patched)."""
+def _asgigreen_serve(app: str, tmp_path: Path) -> Iterator[tuple[int, Path, Service]]:
+    """``asgigreen serve``: patched (gevent hub), or ``--hub threads`` (plain)."""
     record = tmp_path / "record.jsonl"
     env = python_env(TRACING_RECORD=str(record))
+    hub = () if PATCHED else ("--hub", "threads")
+    argv = [sys.executable, "-m", "asgigreen", "serve", "--port", "0", *hub, app]
+    with Service(argv, tmp_path / "server.log", env=env, cwd=TESTS_DIR) as service:
+        deadline = time.monotonic() + 60
+        while not (
+            found := re.search(r"asgigreen serve: .* on http://\S+:(\d+)", service.output())
+        ):
+            assert service.alive(), service.output()
+            assert time.monotonic() < deadline, service.output()
+            time.sleep(0.05)
+        yield int(found.group(1)), record, service
+
+
+@contextlib.contextmanager
+def _asgi_server(app: str, tmp_path: Path) -> Iterator[tuple[int, Path, Service]]:
+    """The ASGI app under uvicorn (plain) or ``asgigreen serve`` (patched)."""
     if PATCHED:
-        argv = [sys.executable, "-m", "asgigreen", "serve", "--port", "0", app]
-        with Service(argv, tmp_path / "server.log", env=env, cwd=TESTS_DIR) as service:
-            deadline = time.monotonic() + 60
-            while not (
-                found := re.search(r"asgigreen serve: .* on http://\S+:(\d+)", service.output())
-            ):
-                assert service.alive(), service.output()
-                assert time.monotonic() < deadline, service.output()
-                time.sleep(0.05)
-            yield int(found.group(1)), record, service
+        with _asgigreen_serve(app, tmp_path) as served:
+            yield served
         return
+    record = tmp_path / "record.jsonl"
+    env = python_env(TRACING_RECORD=str(record))
     sock = listening_socket()
     argv = [
         bin_path("uvicorn"), "--fd", str(sock.fileno()), "--log-level", "warning", app,
@@ -817,7 +827,10 @@ def test_django_asgi_through_asgi_to_wsgi_served(tmp_path: Path) -> None:
         _check_served(record, service, requests)
 
 
-def test_flask_async_view_served(tmp_path: Path) -> None:
-    with _wsgi_server("tracingapps.flask_app:app", tmp_path) as (port, record, service):
+@pytest.mark.parametrize("server", ["gunicorn", "asgigreen serve"])
+def test_flask_async_view_served(tmp_path: Path, server: str) -> None:
+    """Under gunicorn, and under ``asgigreen serve`` (through WsgiToAsgi)."""
+    start = _wsgi_server if server == "gunicorn" else _asgigreen_serve
+    with start("tracingapps.flask_app:app", tmp_path) as (port, record, service):
         requests = _drive(port, [("/async", FLASK_SPANS)] * 12)
         _check_served(record, service, requests)
