@@ -17,7 +17,7 @@ import warnings
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from . import _calls, hubs
@@ -47,6 +47,13 @@ _UNSET = object()
 # Choose the hub now: the gevent hub must track running loops from the
 # start, before any greenlet asks whether one is running.
 hubs.get_hub()
+
+
+def _caller_frame() -> FrameType:
+    # The frame that called the bridge; the bridge's own frame when nothing
+    # did (a greenlet whose run is the bridge itself has no caller).
+    bridge = sys._getframe(1)
+    return bridge.f_back or bridge
 
 
 def _restore_context(context: contextvars.Context) -> None:
@@ -247,7 +254,7 @@ class AsyncToSync(Generic[_P, _R]):
         context = [contextvars.copy_context()]
         task_context = getattr(SyncToAsync.threadlocal, "task_context", None)
         running = _RunningCall()
-        call = _calls.async_to_sync_call(self.awaitable, sys._getframe(1))
+        call = _calls.async_to_sync_call(self.awaitable, _caller_frame())
         try:
             awaitable = self.main_wrap(
                 call_result,
@@ -597,7 +604,7 @@ class SyncToAsync(Generic[_P, _R], metaclass=_SyncToAsyncType):
             self.func,
             self._thread_sensitive,
             hub.uses_real_thread(self._real_thread),
-            sys._getframe(1),
+            _caller_frame(),
         )
 
         def work() -> _R:
