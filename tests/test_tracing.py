@@ -357,6 +357,21 @@ def _request_scope(label: str) -> Iterator[None]:
             yield
 
 
+def test_sentry_keeps_its_scopes_in_real_context_variables() -> None:
+    """Patched too: sentry-sdk falls back to thread-locals only for gevent before 20.9.
+
+    Scopes in thread-locals would stay with each greenlet and never cross a
+    bridge; in context variables the bridges carry them like any other.
+    """
+    import contextvars
+
+    from sentry_sdk import scope, utils
+
+    assert utils.HAS_REAL_CONTEXTVARS
+    assert type(scope._current_scope) is contextvars.ContextVar
+    assert type(scope._isolation_scope) is contextvars.ContextVar
+
+
 @pytest.mark.asyncio
 @pytest.mark.parametrize("kind", SYNC_TO_ASYNC_KINDS)
 async def test_sentry_scope_reaches_sync_to_async(sentry: SentryEvents, kind: str) -> None:
