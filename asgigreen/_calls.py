@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from types import CodeType, FrameType
-from typing import Any, NamedTuple
+from typing import Any
 
 __all__ = [
     "KINDS",
@@ -319,34 +319,30 @@ def current_bridge_call() -> BridgeCall | None:
     return _running.get(_worker_id())
 
 
-class Counts(NamedTuple):
-    """The registry's figures; each list is indexed as :data:`KINDS`."""
-
-    in_flight: list[int]
-    queued: list[int]
-    made: list[int]
-    completed: list[int]
-    failed: list[int]
-    cancelled: list[int]
-    #: Seconds the oldest queued ``sync_to_async`` call has waited (0.0: none).
-    longest_wait: float
+#: What :func:`counts` gives for each kind: in flight, queued, made,
+#: completed, failed, cancelled.
+Figures = tuple[int, int, int, int, int, int]
 
 
-def counts() -> Counts:
-    """The counters by kind and the longest current wait, read at one moment."""
+def counts() -> tuple[list[Figures], float]:
+    """The figures of each kind (as :data:`KINDS`), read at one moment, and
+    the seconds the oldest queued ``sync_to_async`` call has waited (0.0: none).
+    """
     oldest: float | None = None
+    figures: list[Figures] = []
     with _lock:
-        made, completed = _made[:], _completed[:]
-        failed, cancelled = _failed[:], _cancelled[:]
-        # Queued calls are made under the lock: none is queued and not made.
-        queued = [len(waiting) for waiting in _queued]
-        for waiting in _queued:
-            head = _first(waiting)
-            if head is not None and (oldest is None or head.started < oldest):
-                oldest = head.started
-    in_flight = [made[k] - completed[k] - failed[k] - cancelled[k] for k in range(len(KINDS))]
-    wait = 0.0 if oldest is None else max(0.0, _monotonic() - oldest)
-    return Counts(in_flight, queued, made, completed, failed, cancelled, wait)
+        for kind in range(len(KINDS)):
+            # Queued calls are made under the lock: none is queued and not made.
+            waiting = _queued[kind]
+            made, completed = _made[kind], _completed[kind]
+            failed, cancelled = _failed[kind], _cancelled[kind]
+            in_flight = made - completed - failed - cancelled
+            figures.append((in_flight, len(waiting), made, completed, failed, cancelled))
+            if waiting:
+                head = _first(waiting)
+                if head is not None and (oldest is None or head.started < oldest):
+                    oldest = head.started
+    return figures, 0.0 if oldest is None else max(0.0, _monotonic() - oldest)
 
 
 def _first(waiting: dict[BridgeCall, None]) -> BridgeCall | None:

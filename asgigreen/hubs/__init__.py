@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import dataclasses
 import os
 import sys
 import threading
@@ -29,8 +30,10 @@ from .. import _calls
 
 __all__ = [
     "HUB_NAMES",
+    "CallStats",
     "Hub",
     "HubMismatchError",
+    "HubStats",
     "Lock",
     "Signal",
     "get_hub",
@@ -63,6 +66,120 @@ class Signal(Protocol):
     def set(self) -> None: ...
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class CallStats:
+    """Figures for one kind of bridge call (see :class:`HubStats`).
+
+    A call is *in flight* from the moment it is made until its sync side
+    ends (``sync_to_async``: the function returned or raised; for
+    ``async_to_sync``: the coroutine finished and the caller resumed). It is
+    *queued* while it waits for a worker, before its function starts.
+    Queued calls are in flight too: the calls running are
+    ``in_flight - queued``.
+    """
+
+    #: Calls made and not yet ended, queued ones included.
+    in_flight: int
+    #: Calls waiting for a worker (always 0 for ``async_to_sync``).
+    queued: int
+    #: Calls made since the process started (or forked).
+    started: int
+    #: Calls ended with a result.
+    completed: int
+    #: Calls ended with an error (for ``async_to_sync``, also a caller
+    #: interrupted before the coroutine finished).
+    failed: int
+    #: Calls whose caller gave up (a cancelled task) before they started;
+    #: they never run. ``started == in_flight + completed + failed + cancelled``.
+    cancelled: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HubStats:
+    """What the hub is doing now, and has done: :meth:`Hub.stats` returns one.
+
+    ``sync_to_async`` calls are counted by where they run, each in one kind:
+
+    * ``thread_sensitive``: on a thread-sensitive worker (the process-wide
+      one, a :class:`~asgigreen.sync.ThreadSensitiveContext`'s, or the sync
+      caller parked in ``async_to_sync``), one call at a time per worker.
+    * ``free``: ``thread_sensitive=False`` calls, concurrently on the pool
+      (or the ``executor`` given).
+    * ``real_thread``: on the gevent hub, calls sent to native OS threads
+      (``real_thread=True`` or the hub's ``real_threads`` setting), whether
+      thread-sensitive or not. Always zero on the threads hub, whose workers
+      are all OS threads already.
+
+    Workers are the hub's own: thread-sensitive workers, the pool's workers
+    and (gevent hub) native threads; a sync caller parked in
+    ``async_to_sync`` is not one. Loops are what runs ``async_to_sync``
+    coroutines without an outer loop to go back to: on the threads hub a
+    pooled thread each, on the gevent hub an event loop on a greenlet (idle:
+    a clean loop kept for the next call).
+    """
+
+    #: The hub's name (``"threads"`` or ``"gevent"``).
+    hub: str
+    thread_sensitive: CallStats
+    free: CallStats
+    real_thread: CallStats
+    async_to_sync: CallStats
+    #: Seconds the longest-waiting queued ``sync_to_async`` call has waited
+    #: for a worker so far; 0.0 when none is queued.
+    longest_wait: float
+    #: Workers running a call, and workers waiting for one.
+    workers_busy: int
+    workers_idle: int
+    #: Loops running an ``async_to_sync`` call, and loops kept for the next.
+    loops_busy: int
+    loops_idle: int
+
+    def calls(self) -> dict[str, CallStats]:
+        """The four :class:`CallStats` by kind: ``thread_sensitive``, ``free``,
+        ``real_thread``, ``async_to_sync`` (a label for exporters)."""
+        return {
+            "thread_sensitive": self.thread_sensitive,
+            "free": self.free,
+            "real_thread": self.real_thread,
+            "async_to_sync": self.async_to_sync,
+        }
+
+    def as_dict(self) -> dict[str, str | int | float]:
+        """Every figure under a flat name: ``free_queued``, ``workers_busy``...
+
+        For logging and JSON; each kind's figures are prefixed with its name.
+        """
+        flat: dict[str, str | int | float] = {"hub": self.hub}
+        for kind, figures in self.calls().items():
+            for field in dataclasses.fields(CallStats):
+                flat[f"{kind}_{field.name}"] = getattr(figures, field.name)
+        flat["longest_wait"] = self.longest_wait
+        flat["workers_busy"] = self.workers_busy
+        flat["workers_idle"] = self.workers_idle
+        flat["loops_busy"] = self.loops_busy
+        flat["loops_idle"] = self.loops_idle
+        return flat
+
+
+def _field_setters(cls: type) -> list[Callable[[Any, Any], None]]:
+    return [cls.__dict__[field.name].__set__ for field in dataclasses.fields(cls)]
+
+
+_SETTERS: dict[type, list[Callable[[Any, Any], None]]] = {
+    cls: _field_setters(cls) for cls in (CallStats, HubStats)
+}
+
+
+def _build(cls: type[_T], values: tuple[Any, ...]) -> _T:
+    # A frozen dataclass's __init__ goes through object.__setattr__ for each
+    # field, at several times the cost of the slot's own setter; stats() is
+    # meant to be read on every request. Same fields, same order.
+    instance = object.__new__(cls)
+    for setter, value in zip(_SETTERS[cls], values, strict=True):
+        setter(instance, value)
+    return instance
+
+
 class Hub(abc.ABC):
     """What a worker is, where sync work runs, and how the bridges wait.
 
@@ -70,7 +187,7 @@ class Hub(abc.ABC):
     method may be called from any worker unless it says otherwise.
     """
 
-    #: The name used by :func:`use` and ``ASGIGREEN_HUB``.
+    #: The name used by :func:`~asgigreen.hubs.use` and ``ASGIGREEN_HUB``.
     name: str = ""
 
     # -- identity -----------------------------------------------------------
@@ -89,7 +206,7 @@ class Hub(abc.ABC):
 
     @abc.abstractmethod
     def new_signal(self) -> Signal:
-        """A :class:`Signal` for the current worker to park on."""
+        """A :class:`~asgigreen.hubs.Signal` for the current worker to park on."""
 
     def new_lock(self) -> Lock:
         """A mutex for state shared across workers and OS threads.
@@ -205,6 +322,28 @@ class Hub(abc.ABC):
                 if executor is None:
                     executor = self._process_serial = self.serial_executor()
         return executor
+
+    # -- statistics ---------------------------------------------------------
+
+    def stats(self) -> HubStats:
+        """The bridge calls in flight and queued, workers and loops, and totals.
+
+        Cheap enough to read on every request: it reads counters kept as
+        calls go, without walking the calls. Call figures cover the whole
+        process (every hub it used) and start from zero in a forked child.
+        Safe from any worker or thread. The call figures are read at one
+        moment; the worker and loop figures just after.
+        """
+        figures, longest_wait = _calls.counts()
+        ts, free, real, a2s = [_build(CallStats, kind) for kind in figures]
+        return _build(
+            HubStats,
+            (self.name, ts, free, real, a2s, longest_wait, *self._worker_counts()),
+        )
+
+    @abc.abstractmethod
+    def _worker_counts(self) -> tuple[int, int, int, int]:
+        """Workers busy and idle, loops busy and idle (see :class:`HubStats`)."""
 
     # -- lifecycle ----------------------------------------------------------
 

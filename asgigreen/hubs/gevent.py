@@ -37,6 +37,7 @@ import selectors
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Executor, Future
@@ -149,6 +150,11 @@ class _Home:
         # Jobs whose caller is parked in a direct switch (switch_attached).
         self._attached: list[_Job] = []
         self._detach_queued = False
+        # For stats: thread-sensitive worker greenlets alive, and those idle;
+        # changed on this thread only. Native threads standing in for workers.
+        self.serial_workers = 0
+        self.serial_idle = 0
+        self.real_workers: weakref.WeakSet[_RealThreadWorker] = weakref.WeakSet()
 
     def here(self) -> bool:
         """Whether the caller may switch to the workers (same OS thread, not the hub)."""
@@ -359,6 +365,8 @@ class _GreenletWorker(Executor):
         self._greenlet = greenlet(self._serve, parent=home.hub)
         # Parked with nothing to do: a switch into it is safe.
         self._idle = True
+        home.serial_workers += 1
+        home.serial_idle += 1
         self._shutdown = False
         self._stopped: Future[None] = Future()
         #: The native thread standing in for this worker for real-thread work.
@@ -376,23 +384,28 @@ class _GreenletWorker(Executor):
         """
         self._jobs.append(job)
         if self._idle and len(self._jobs) == 1 and self._home.here():
-            self._idle = False
+            self._set_idle(False)
             return self._home.switch_attached(job, self._greenlet)
         self._home.call_soon(self._wake)
         return False
 
     def _wake(self) -> None:
         if self._idle:
-            self._idle = False
+            self._set_idle(False)
             self._greenlet.switch()
+
+    def _set_idle(self, idle: bool) -> None:
+        self._idle = idle
+        self._home.serial_idle += 1 if idle else -1
 
     def _serve(self) -> None:
         while True:
             if not self._jobs:
                 if self._shutdown:
+                    self._home.serial_workers -= 1
                     self._stopped.set_result(None)
                     return
-                self._idle = True
+                self._set_idle(True)
                 self._home.hub.switch()
                 continue
             job = self._jobs.popleft()
@@ -405,7 +418,7 @@ class _GreenletWorker(Executor):
             # and park here, with a wake-up queued if work remains.
             job.caller = None
             del job  # a parked worker must not keep the call's data alive
-            self._idle = True
+            self._set_idle(True)
             if self._jobs or self._shutdown:
                 self._home.call_soon(self._wake)
             caller.switch()
@@ -438,6 +451,16 @@ class _Runners(Executor):
         self._busy = 0
         self._waiting: deque[_Job] = deque()
         self._idle: list[greenlet] = []
+
+    @property
+    def busy(self) -> int:
+        """Runners running a job."""
+        return self._busy
+
+    @property
+    def idle(self) -> int:
+        """Runners parked for reuse."""
+        return len(self._idle)
 
     def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
         return _submit_job(self.run_job, fn, args, kwargs)
@@ -506,6 +529,14 @@ class _RealThreadWorker(Executor):
     def __init__(self, home: _Home, threads: int = 1) -> None:
         self._home = home
         self._pool = ThreadPool(threads, hub=home.hub)
+        home.real_workers.add(self)
+
+    def counts(self) -> tuple[int, int]:
+        """Threads running a job, and threads waiting for one."""
+        pool = self._pool
+        threads = pool.size
+        busy = min(len(pool), threads)
+        return busy, threads - busy
 
     def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
         return _submit_job(self.run_job, fn, args, kwargs)
@@ -726,6 +757,16 @@ class GeventHub(Hub):
             from .. import blocking
 
             blocking.enable_from_environment()
+
+    def _worker_counts(self) -> tuple[int, int, int, int]:
+        home, pool = self._home, self._pool
+        busy = home.serial_workers - home.serial_idle + pool.busy
+        idle = home.serial_idle + pool.idle
+        for real in list(home.real_workers):
+            real_busy, real_idle = real.counts()
+            busy += real_busy
+            idle += real_idle
+        return busy, idle, self._spawned.busy, len(self._idle_loops)
 
     def after_fork_in_child(self) -> None:
         super().after_fork_in_child()

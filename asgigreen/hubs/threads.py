@@ -47,6 +47,30 @@ class _ThreadSignal:
             self._condition.notify()
 
 
+class _Tally:
+    """Threads of a set of pools, and how many of them are running a call.
+
+    Several pools share one, hence a lock of its own.
+    """
+
+    __slots__ = ("busy", "lock", "threads")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.threads = 0
+        self.busy = 0
+
+    def change(self, threads: int, busy: int) -> None:
+        with self.lock:
+            self.threads += threads
+            self.busy += busy
+
+    def read(self) -> tuple[int, int]:
+        """Busy and idle threads."""
+        with self.lock:
+            return self.busy, self.threads - self.busy
+
+
 class _ThreadPool(Executor):
     """Up to ``max_workers`` OS threads running calls from one queue.
 
@@ -55,11 +79,18 @@ class _ThreadPool(Executor):
     ``concurrent.futures.Future`` chained to an asyncio one. With one worker
     it runs calls one at a time, in order: a thread-sensitive worker.
     ``idle_timeout``: a thread with nothing to do for that long ends (None:
-    threads stay until shutdown).
+    threads stay until shutdown). ``tally`` counts its threads for stats.
     """
 
-    def __init__(self, max_workers: int, name: str, idle_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        max_workers: int,
+        name: str,
+        tally: _Tally,
+        idle_timeout: float | None = None,
+    ) -> None:
         self._max_workers = max_workers
+        self._tally = tally
         self._name = name
         self._idle_timeout = idle_timeout
         self._started = 0
@@ -120,6 +151,7 @@ class _ThreadPool(Executor):
                 self._started += 1
                 thread.start()
                 self._threads.add(thread)
+                self._tally.change(1, 0)
                 _running.add(self)
         self._calls.put(call)
 
@@ -133,11 +165,18 @@ class _ThreadPool(Executor):
                     if self._idle:
                         self._idle -= 1
                         self._threads.discard(threading.current_thread())
+                        self._tally.change(-1, 0)
                         return
                 continue
             if call is None:
+                self._tally.change(-1, 0)
                 return
-            call()
+            tally = self._tally
+            tally.change(0, 1)
+            try:
+                call()
+            finally:
+                tally.change(0, -1)
             del call
             with self._lock:
                 self._idle += 1
@@ -210,6 +249,9 @@ class ThreadsHub(Hub):
         self._loop_threads: _ThreadPool | None = None
         self._pool: _ThreadPool | None = None
         self._pool_lock = threading.Lock()
+        # Threads running sync_to_async work, and threads running loops.
+        self._workers = _Tally()
+        self._loops = _Tally()
 
     def activate(self) -> None:
         # Chosen on purpose in a gevent-patched process (ASGIGREEN_HUB=threads),
@@ -231,7 +273,7 @@ class ThreadsHub(Hub):
         return _ThreadSignal()
 
     def serial_executor(self) -> Executor:
-        return _ThreadPool(1, "asgigreen-sensitive")
+        return _ThreadPool(1, "asgigreen-sensitive", self._workers)
 
     def run_in_executor(
         self,
@@ -257,7 +299,7 @@ class ThreadsHub(Hub):
                 pool = self._pool
                 if pool is None:
                     workers = min(32, (os.cpu_count() or 1) + 4)
-                    pool = self._pool = _ThreadPool(workers, "asgigreen-worker")
+                    pool = self._pool = _ThreadPool(workers, "asgigreen-worker", self._workers)
         return pool
 
     def spawn(self, func: Callable[[], _T]) -> Future[_T]:
@@ -273,13 +315,23 @@ class ThreadsHub(Hub):
                 pool = self._loop_threads
                 if pool is None:
                     pool = _ThreadPool(
-                        _MAX_SPAWNED_THREADS, "asgigreen-spawn", idle_timeout=_SPAWNED_IDLE_TIMEOUT
+                        _MAX_SPAWNED_THREADS,
+                        "asgigreen-spawn",
+                        self._loops,
+                        idle_timeout=_SPAWNED_IDLE_TIMEOUT,
                     )
                     self._loop_threads = pool
         return pool
+
+    def _worker_counts(self) -> tuple[int, int, int, int]:
+        return (*self._workers.read(), *self._loops.read())
 
     def after_fork_in_child(self) -> None:
         super().after_fork_in_child()
         self._loop_threads = None
         self._pool = None
         self._pool_lock = threading.Lock()
+        # The parent's pool threads are gone; a pool thread that forked goes
+        # on with its old pool, whose tally nobody reads any more.
+        self._workers = _Tally()
+        self._loops = _Tally()
