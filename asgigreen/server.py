@@ -52,6 +52,7 @@ class StatelessServer:
     def __init__(self, application: Any, max_applications: int = 1000) -> None:
         self.application = application
         self.max_applications = max_applications
+        #: The running application instances, by scope id.
         self.application_instances: dict[Any, ApplicationInstance] = {}
         self._reports: set[asyncio.Future[None]] = set()
 

@@ -128,7 +128,9 @@ class LifespanScope(TypedDict):
     state: NotRequired[dict[str, Any]]
 
 
+#: The scope of an HTTP request or a WebSocket connection.
 WWWScope: TypeAlias = HTTPScope | WebSocketScope
+#: Any scope an ASGI 3 application is called with.
 Scope: TypeAlias = HTTPScope | WebSocketScope | LifespanScope
 
 
@@ -347,6 +349,7 @@ class LifespanShutdownFailedEvent(TypedDict):
 # written against asgiref behave identically. Extension events asgiref leaves
 # out (path send, zero copy, early hints, debug) are deliberately not added.
 
+#: An event ``receive()`` can return.
 ASGIReceiveEvent: TypeAlias = (
     HTTPRequestEvent
     | HTTPDisconnectEvent
@@ -357,6 +360,7 @@ ASGIReceiveEvent: TypeAlias = (
     | LifespanShutdownEvent
 )
 
+#: An event an application can ``send()``.
 ASGISendEvent: TypeAlias = (
     HTTPResponseStartEvent
     | HTTPResponseBodyEvent
@@ -374,7 +378,9 @@ ASGISendEvent: TypeAlias = (
     | LifespanShutdownFailedEvent
 )
 
+#: The ``receive`` an application is given.
 ASGIReceiveCallable: TypeAlias = Callable[[], Awaitable[ASGIReceiveEvent]]
+#: The ``send`` an application is given.
 ASGISendCallable: TypeAlias = Callable[[ASGISendEvent], Awaitable[None]]
 
 
@@ -391,9 +397,12 @@ class ASGI2Protocol(Protocol):
     async def __call__(self, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None: ...
 
 
+#: An ASGI 2 (double callable) application: a class called with the scope.
 ASGI2Application: TypeAlias = type[ASGI2Protocol]
+#: An ASGI 3 (single callable) application: ``await app(scope, receive, send)``.
 ASGI3Application: TypeAlias = Callable[
     [Scope, ASGIReceiveCallable, ASGISendCallable],
     Awaitable[None],
 ]
+#: An ASGI 2 or ASGI 3 application.
 ASGIApplication: TypeAlias = ASGI2Application | ASGI3Application
