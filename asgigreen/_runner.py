@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -16,22 +15,9 @@ def run_to_completion(
     Tasks still pending are cancelled and awaited, async generators are
     finalised and the default executor is shut down; steps with nothing to
     do are skipped, as each costs a loop turn. The loop is left open.
-
-    ``main()`` runs in an empty context, whatever the worker running the
-    loop holds in its own: ``async_to_sync`` then gives it exactly the
-    caller's variables. A pooled thread keeps the context it was started
-    with (Sentry's ThreadingIntegration puts the starting request's scopes
-    there), and a caller without those variables would otherwise see them.
     """
-    task = loop.create_task(main(), context=contextvars.Context())
     try:
-        loop.run_until_complete(task)
-    except BaseException:
-        # As run_until_complete does for a task of its own making: the error
-        # reaches the caller, so the task must not log it as never retrieved.
-        if task.done() and not task.cancelled():
-            task.exception()
-        raise
+        loop.run_until_complete(main())
     finally:
         _cancel_pending(loop)
         if getattr(loop, "_asyncgens", True):

@@ -8,14 +8,16 @@ greenlet workers, the loop greenlets of ``async_to_sync``, real threads).
 * In this process: a span or scope opened before a bridge is the parent of
   what the work opens on the other side, on every kind of worker the hub
   has, through nested bridges, and for concurrent callers each with their
-  own; a caller whose context holds no scope never sees another's.
+  own. A caller whose context holds no scope never sees another's, and
+  AsgiToWsgi's lifespan is in no request's trace (both were wrong before).
 * Served as users serve them (``tests/tracingapps``), with real HTTP clients
-  sending ``traceparent`` and ``sentry-trace`` headers: a Django sync view
-  calling async code and an async view calling the database, under uvicorn
-  (plain) or ``asgigreen serve`` (patched), and through Django's WSGI
-  handler, and a Flask async view, under gunicorn (``-k gthread`` plain,
-  ``-k gevent`` patched). The servers write their spans and events to a
-  file that the test reads.
+  sending ``traceparent`` and ``sentry-trace`` headers, concurrently, and
+  the server writing its spans and events to a file the test reads: a
+  Django sync view calling async code and an async view calling the
+  database, through Django's ASGI handler under uvicorn (plain) or
+  ``asgigreen serve`` (patched), through its WSGI handler and through
+  AsgiToWsgi under gunicorn (``-k gthread`` plain, ``-k gevent`` patched);
+  a Flask async view under gunicorn and under ``asgigreen serve``.
 """
 
 from __future__ import annotations

@@ -296,7 +296,9 @@ class Hub(abc.ABC):
     def spawn(self, func: Callable[[], _T]) -> Future[_T]:
         """Run ``func`` on a fresh worker of its own and return its future.
 
-        ``async_to_sync`` runs its event loop this way; the caller parks on
+        ``func`` starts in an empty context, as on a new thread, whatever a
+        reused worker's own context holds. ``async_to_sync`` runs its event
+        loop this way; the caller parks on
         the future with
         :meth:`~asgigreen.current_thread_executor.CurrentThreadExecutor.run_until_future`.
         """

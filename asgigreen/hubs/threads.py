@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import queue
 import threading
@@ -303,7 +304,11 @@ class ThreadsHub(Hub):
         return pool
 
     def spawn(self, func: Callable[[], _T]) -> Future[_T]:
-        return self._spawn_pool().submit(func)
+        # In an empty context, as on a new thread. A pooled thread keeps the
+        # context it was started in (Sentry's ThreadingIntegration puts the
+        # starting request's scopes there), and async_to_sync only lays its
+        # caller's variables over what the loop's task starts with.
+        return self._spawn_pool().submit(contextvars.Context().run, func)
 
     def run_on_new_loop(self, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         run_on_fresh_loop(main)
