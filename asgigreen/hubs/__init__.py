@@ -120,18 +120,24 @@ class HubStats:
 
     #: The hub's name (``"threads"`` or ``"gevent"``).
     hub: str
+    #: ``sync_to_async`` calls on thread-sensitive workers.
     thread_sensitive: CallStats
+    #: ``sync_to_async`` calls with ``thread_sensitive=False``.
     free: CallStats
+    #: ``sync_to_async`` calls on native threads (gevent hub).
     real_thread: CallStats
+    #: ``async_to_sync`` calls.
     async_to_sync: CallStats
     #: Seconds the longest-waiting queued ``sync_to_async`` call has waited
     #: for a worker so far; 0.0 when none is queued.
     longest_wait: float
-    #: Workers running a call, and workers waiting for one.
+    #: Workers running a call.
     workers_busy: int
+    #: Workers waiting for a call.
     workers_idle: int
-    #: Loops running an ``async_to_sync`` call, and loops kept for the next.
+    #: Loops running an ``async_to_sync`` call.
     loops_busy: int
+    #: Loops kept for the next call.
     loops_idle: int
 
     def calls(self) -> dict[str, CallStats]:
