@@ -286,10 +286,10 @@ class SentryEvents:
             for item in envelope.items:
                 event = item.get_event()
                 if event is not None:
-                    self.events.append(event)
+                    self.events.append(dict(event))
                 transaction = item.get_transaction_event()
                 if transaction is not None:
-                    self.transactions.append(transaction)
+                    self.transactions.append(dict(transaction))
 
     def by_message(self) -> dict[str, dict[str, Any]]:
         found = {event["message"]: event for event in self.events}

@@ -79,7 +79,7 @@ def query(who: str, where: str) -> str:
             cursor.execute("SELECT %s", [who])
             (value,) = cursor.fetchone()
         sentry_sdk.capture_message(f"query {where} {who}")
-    return str(value)
+    return f"{value}"
 
 
 async def async_part(who: str) -> list[str]:

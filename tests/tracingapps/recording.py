@@ -72,9 +72,10 @@ class FileTransport(Transport):
 
     def capture_envelope(self, envelope: Envelope) -> None:
         for item in envelope.items:
-            event = item.get_event() or item.get_transaction_event()
-            if event is None:
+            found = item.get_event() or item.get_transaction_event()
+            if found is None:
                 continue
+            event: dict[str, Any] = dict(found)
             trace_context = event.get("contexts", {}).get("trace", {})
             _append(
                 {
