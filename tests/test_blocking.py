@@ -164,7 +164,9 @@ def test_one_warning_per_call_site_with_the_stack_duration_and_fix(
         report = record.asgigreen_blocking
         assert record.name == "asgigreen"
         assert record.levelno == logging.WARNING
-        assert 250 <= report.duration_ms <= 900, report
+        # A lower bound, taken by gevent's monitor thread: on a loaded machine that
+        # thread runs late and sees less of the 400 ms block.
+        assert 150 <= report.duration_ms <= 900, report
         assert report.threshold_ms == 100
         assert not report.still_blocked
         assert "run_in_real_thread" in report.fix
