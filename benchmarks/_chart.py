@@ -49,6 +49,8 @@ COLOURS = {
 }
 
 WIDTH = 760
+#: Bold glyphs run about a tenth wider than regular ones.
+BOLD = 1.1
 PAD = 16
 FONT = "system-ui, -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif"
 
@@ -78,13 +80,15 @@ STYLE = f"""
 def text_width(text: str, size: float) -> float:
     """A generous estimate of ``text``'s width in a sans-serif font.
 
-    No font metrics without a dependency; the average glyph of a sans-serif
-    face is about half the font size wide, and erring wide only costs a
-    little bar length.
+    No font metrics without a dependency. The average glyph of a sans-serif
+    face is about half the font size wide (Arial, Helvetica, Segoe UI), and
+    DejaVu Sans, what many Linux browsers fall back to, is wider still; the
+    estimate follows the wider faces, since erring wide only costs a little
+    bar length.
     """
     wide = sum(1 for char in text if char.isupper() or char in "mwMW%@")
     narrow = sum(1 for char in text if char in "ilj.,:;'|! ()[]-")
-    return size * (0.56 * (len(text) - wide - narrow) + 0.72 * wide + 0.32 * narrow)
+    return size * (0.6 * (len(text) - wide - narrow) + 0.75 * wide + 0.34 * narrow)
 
 
 def _escape(text: str) -> str:
@@ -172,7 +176,13 @@ class _Svg:
         anchor: str = "start",
         style: str | None = None,
         halo: bool = True,
+        tail: str = "",
     ) -> None:
+        """A line of text; ``tail`` follows it in the quieter colour, at 12 px.
+
+        The tail is a ``<tspan>`` of the same element, so it starts where the
+        renderer's font ends the text, whatever that font's widths are.
+        """
         fill = MUTED if cls == "muted" else FG
         extra = f' font-weight="{weight}"' if weight else ""
         if halo:
@@ -186,9 +196,15 @@ class _Svg:
             extra += f' text-anchor="{anchor}"'
         if style:
             extra += f' font-style="{style}"'
+        after = ""
+        if tail:
+            after = (
+                f'<tspan dx="8" font-size="12" font-weight="normal" class="muted" '
+                f'fill="{MUTED}">{_escape(tail)}</tspan>'
+            )
         self.add(
             f'<text x="{_num(x)}" y="{_num(y)}" font-size="{_num(size)}" class="{cls}" '
-            f'fill="{fill}"{extra}>{_escape(text)}</text>'
+            f'fill="{fill}"{extra}>{_escape(text)}{after}</text>'
         )
 
     def document(self, height: float, title: str, description: str) -> str:
@@ -277,8 +293,7 @@ def _legend(svg: _Svg, series: Sequence[Series | Line], y: float) -> float:
 
 def _header(svg: _Svg, title: str, subtitle: Sequence[str]) -> float:
     y = PAD - 6
-    # Bold glyphs run about a tenth wider than the estimate.
-    for part in _wrap(title, 16 * 1.1, WIDTH - 2 * PAD):
+    for part in _wrap(title, 16 * BOLD, WIDTH - 2 * PAD):
         y += 20
         svg.text(PAD, y, part, size=16, weight="bold")
     y += 8
@@ -372,14 +387,13 @@ class BarChart:
         bars, marks, labels = _Svg(), _Svg(), _Svg()
         for group in self.groups:
             y += 22
-            labels.text(PAD, y, group.title, size=13, weight="bold")
-            if group.note:
-                after = PAD + text_width(group.title, 13) + 12
-                if after + text_width(group.note, 12) <= right:
-                    labels.text(after, y, group.note, cls="muted")
-                else:
-                    y += 16
-                    labels.text(PAD, y, group.note, cls="muted")
+            width = text_width(group.title, 13 * BOLD) + 8 + text_width(group.note, 12)
+            if not group.note or PAD + width <= right:
+                labels.text(PAD, y, group.title, size=13, weight="bold", tail=group.note)
+            else:
+                labels.text(PAD, y, group.title, size=13, weight="bold")
+                y += 16
+                labels.text(PAD, y, group.note, cls="muted")
             y += 8
             first_bar = y
             floor_at: float | None = None
@@ -396,14 +410,7 @@ class BarChart:
                         f'y="{_num(y)}" width="{end - x0:.3f}" height="{self.BAR}" '
                         f'fill="{fill}" stroke="{series.colour}" stroke-width="1"/>'
                     )
-                    labels.text(end + 6, y + self.BAR - 4, bar.text)
-                    if bar.note:
-                        labels.text(
-                            end + 6 + text_width(bar.text, 12) + 6,
-                            y + self.BAR - 4,
-                            bar.note,
-                            cls="muted",
-                        )
+                    labels.text(end + 6, y + self.BAR - 4, bar.text, tail=bar.note)
                     if series.floor:
                         floor_at = end
                 y += self.BAR + self.BAR_GAP
@@ -442,7 +449,7 @@ class BarChart:
 
     @staticmethod
     def _figure(bar: Bar) -> str:
-        return f"{bar.text}  {bar.note}" if bar.note else bar.text
+        return f"{bar.text}   {bar.note}" if bar.note else bar.text
 
     def _description(self) -> str:
         parts = []

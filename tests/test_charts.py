@@ -35,7 +35,12 @@ def _bars(root: ET.Element) -> list[ET.Element]:
 
 
 def _texts(root: ET.Element) -> list[str]:
-    return [text.text or "" for text in root.iter(f"{{{NS['svg']}}}text")]
+    """Every text element's own words, and each of its tspans' (a note after a figure)."""
+    texts = []
+    for text in root.iter(f"{{{NS['svg']}}}text"):
+        texts.append(text.text or "")
+        texts.extend(span.text or "" for span in text.iter(f"{{{NS['svg']}}}tspan"))
+    return texts
 
 
 def _chart(**changes: object) -> BarChart:
