@@ -483,3 +483,49 @@ def test_reading_the_stats_is_cheap() -> None:
     print(f"\n[{HUB.name}] stats(): {per_read * 1e6:.1f} us per read")
     # A few microseconds on a quiet machine; the bound leaves room for a busy one.
     assert per_read < 100e-6
+
+
+# -- fork ------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork with threads running
+def test_a_forked_child_starts_its_figures_from_zero() -> None:
+    async def one_call() -> None:
+        await sync_to_async(lambda: None, thread_sensitive=False)()
+
+    asyncio.run(one_call())
+    assert HUB.stats().free.started >= 1
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, and never return into pytest
+        status = 1
+        try:
+            at_fork = HUB.stats()
+            asyncio.run(one_call())
+            after_a_call = HUB.stats()
+            report = repr((at_fork.free, after_a_call.free, at_fork.workers_busy))
+            os.write(write, report.encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write)
+    done = 0
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            assert time.monotonic() < deadline, "the child did not finish"
+            time.sleep(0.01)
+        with os.fdopen(read, "rb") as pipe:
+            report = pipe.read().decode()
+    finally:
+        if not done:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, report
+    zero = CallStats(0, 0, 0, 0, 0, 0)
+    one = CallStats(in_flight=0, queued=0, started=1, completed=1, failed=0, cancelled=0)
+    assert report == repr((zero, one, 0))
