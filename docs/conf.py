@@ -22,7 +22,7 @@ import asgigreen  # noqa: E402
 
 project = "asgigreen"
 author = "The asgigreen developers"
-copyright = "the asgigreen developers"  # noqa: A001
+copyright = "the asgigreen developers"
 release = asgigreen.__version__
 version = ".".join(release.split(".")[:2])
 
@@ -213,6 +213,31 @@ def _drop_foreign_docstrings(
             return
 
 
+def _source_module(app: Any, modname: str, fullname: str) -> str | None:
+    """Where viewcode looks for an object's source: where it was defined.
+
+    Sphinx's own lookup takes an attribute's *value* for the object, so a
+    class attribute holding an instance (``AsyncToSync.executors``, a
+    :class:`~asgigreen.local.Local`) sends it to the instance's class's
+    module, and a builtin value to ``builtins``, which has no source page.
+    Only classes and functions move; anything else stays in its module.
+    """
+    try:
+        obj: Any = importlib.import_module(modname)
+        for part in fullname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError):
+        return modname
+    obj = getattr(obj, "__func__", obj)
+    home = getattr(obj, "__module__", None)
+    if (isinstance(obj, type) or (callable(obj) and hasattr(obj, "__code__"))) and (
+        isinstance(home, str) and home.startswith("asgigreen")
+    ):
+        return home
+    return modname
+
+
 def setup(app: Any) -> None:
+    app.connect("viewcode-follow-imported", _source_module)
     app.connect("env-check-consistency", _check_api_coverage)
     app.connect("autodoc-process-docstring", _drop_foreign_docstrings)
