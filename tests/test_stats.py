@@ -529,3 +529,89 @@ def test_a_forked_child_starts_its_figures_from_zero() -> None:
     zero = CallStats(0, 0, 0, 0, 0, 0)
     one = CallStats(in_flight=0, queued=0, started=1, completed=1, failed=0, cancelled=0)
     assert report == repr((zero, one, 0))
+
+
+# -- interrupted calls -----------------------------------------------------------------
+
+
+def _settled(before: HubStats, after: HubStats) -> None:
+    """Nothing left in flight, and every call made has ended one way."""
+    for kind, figures in after.calls().items():
+        assert (figures.in_flight, figures.queued) == (0, 0), (kind, after)
+        made = grew(before.calls()[kind], figures)
+        assert made["started"] == made["completed"] + made["failed"] + made["cancelled"], kind
+    assert after.longest_wait == 0.0
+
+
+def _wait_settled(baseline: HubStats) -> HubStats:
+    deadline = time.monotonic() + 10
+    stats = HUB.stats()
+    while any(figures.in_flight for figures in stats.calls().values()):
+        assert time.monotonic() < deadline, f"calls left in flight: {stats}"
+        time.sleep(0.01)
+        stats = HUB.stats()
+    _settled(baseline, stats)
+    return stats
+
+
+@pytest.mark.asyncio
+async def test_calls_cancelled_anywhere_leave_nothing_counted_in_flight(
+    baseline: HubStats,
+) -> None:
+    # Tasks cancelled by wait_for while their calls queue, run, or wait in a
+    # nested async_to_sync.
+    async def leaf(pause: float) -> None:
+        await asyncio.sleep(pause)
+
+    def sync_side(pause: float) -> None:
+        time.sleep(pause)
+        async_to_sync(leaf)(pause)
+
+    async def one(i: int) -> None:
+        pause = (i % 7) * 0.002
+        call = sync_to_async(sync_side, thread_sensitive=i % 3 == 0)(pause)
+        try:
+            await asyncio.wait_for(call, timeout=(i % 5) * 0.003)
+        except (TimeoutError, asyncio.CancelledError):
+            pass
+
+    for round_ in range(5):
+        await asyncio.gather(*(one(round_ * 40 + i) for i in range(40)))
+    after = await asyncio.get_running_loop().run_in_executor(None, _wait_settled, baseline)
+    total = sum(grew(baseline.calls()[k], f)["started"] for k, f in after.calls().items())
+    cancelled = sum(f.cancelled - baseline.calls()[k].cancelled for k, f in after.calls().items())
+    print(f"\n[{HUB.name}] {total} calls made, {cancelled} cancelled before they started: {after}")
+    assert total >= 200
+
+
+@pytest.mark.gevent_only
+def test_greenlets_timed_out_and_killed_leave_nothing_counted_in_flight(
+    baseline: HubStats,
+) -> None:
+    import gevent
+
+    async def leaf() -> None:
+        await asyncio.sleep(0.002)
+
+    def sync_side() -> None:
+        gevent.sleep(0.002)
+        async_to_sync(leaf)()
+
+    async def middle(sensitive: bool) -> None:
+        await sync_to_async(sync_side, thread_sensitive=sensitive)()
+
+    def caller(index: int) -> None:
+        for call in range(20):
+            try:
+                with gevent.Timeout(((index + call) % 4) * 0.002):
+                    async_to_sync(middle)(call % 2 == 0)
+            except gevent.Timeout:
+                pass
+
+    greenlets = [gevent.spawn(caller, index) for index in range(50)]
+    gevent.sleep(0.05)
+    gevent.killall(greenlets[::5], timeout=5)
+    gevent.joinall(greenlets, timeout=20)
+    assert all(greenlet.dead for greenlet in greenlets)
+    after = _wait_settled(baseline)
+    print(f"\n[gevent] after timeouts and kills: {after}")

@@ -89,8 +89,10 @@ class CallStats:
     #: Calls ended with an error (for ``async_to_sync``, also a caller
     #: interrupted before the coroutine finished).
     failed: int
-    #: Calls whose caller gave up (a cancelled task) before they started;
-    #: they never run. ``started == in_flight + completed + failed + cancelled``.
+    #: Calls that ended without starting: their caller gave up (a cancelled
+    #: task) while they waited, or the worker they waited for stopped
+    #: serving. Their function never runs.
+    #: ``started == in_flight + completed + failed + cancelled``.
     cancelled: int
 
 
