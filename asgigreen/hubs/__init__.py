@@ -188,6 +188,21 @@ def _build(cls: type[_T], values: tuple[Any, ...]) -> _T:
     return instance
 
 
+# The last CallStats made for each kind, with its figures: figures that have
+# not changed since (often whole kinds: real threads, async_to_sync) need no
+# new one.
+_recent: list[tuple[tuple[int, ...], CallStats] | None] = [None, None, None, None]
+
+
+def _call_stats(kind: int, values: tuple[int, ...]) -> CallStats:
+    recent = _recent[kind]
+    if recent is not None and recent[0] == values:
+        return recent[1]
+    made = _build(CallStats, values)
+    _recent[kind] = (values, made)
+    return made
+
+
 class Hub(abc.ABC):
     """What a worker is, where sync work runs, and how the bridges wait.
 
@@ -345,7 +360,7 @@ class Hub(abc.ABC):
         moment; the worker and loop figures just after.
         """
         figures, longest_wait = _calls.counts()
-        ts, free, real, a2s = [_build(CallStats, kind) for kind in figures]
+        ts, free, real, a2s = [_call_stats(kind, values) for kind, values in enumerate(figures)]
         return _build(
             HubStats,
             (self.name, ts, free, real, a2s, longest_wait, *self._worker_counts()),
