@@ -33,10 +33,10 @@ look, so a block is always caught once it lasts twice the threshold, and may
 be from once the threshold. The monitor also samples the thread's stack
 twice per threshold (through ``add_monitoring_function``), and the warning
 shows the sample taken just after the monitor's previous look: a stack from
-inside the block, for sure. The warning is logged once the hub runs again (from a
-greenlet of the blocked thread, so log handlers may do cooperative I/O),
-with the time the hub was kept waiting: at least from the monitor's last
-look that saw switches to the moment the hub ran. A block still going on
+inside the block, for sure. The warning is logged once the hub runs again
+(from a greenlet of the blocked thread, so log handlers may do cooperative
+I/O), with the time the hub was kept waiting: at least from the monitor's
+last look that saw switches to the moment the hub ran. A block still going on
 after :data:`STILL_BLOCKED_AFTER` seconds (or four thresholds, if longer)
 is reported from the monitor thread at once, as still blocked: a worker
 that never gets its hub back would otherwise never say why.
