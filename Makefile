@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 SOURCES := asgigreen tests benchmarks tools examples
 
 .PHONY: test lint typecheck test-threads test-gevent compat bench clean demo bench-wsgi \
-	rootfs test-pythons table
+	rootfs test-pythons table docs doctest docs-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -76,5 +76,30 @@ bench-wsgi: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) benchmarks/wsgi.py
 
+# The docs: Sphinx with every warning an error (-W) and every cross-reference
+# checked (-n), from a fresh environment each time (-E), so a warning is never
+# hidden by an earlier build.
+DOCS_STAMP := $(VENV)/.installed-docs
+SPHINX := $(PY) -m sphinx -E -W --keep-going -n -q -d docs/_build/doctrees
+
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[docs]'
+	touch $@
+
+## docs: the documentation site, built into docs/_build/html.
+docs: $(DOCS_STAMP)
+	rm -rf docs/_build/html
+	$(SPHINX) -a -b html docs docs/_build/html
+
+## doctest: run the documentation's code samples (sphinx.ext.doctest).
+doctest: $(DOCS_STAMP)
+	$(SPHINX) -b doctest docs docs/_build/doctest
+	@sed -n '/^Doctest summary/,$$p' docs/_build/doctest/output.txt
+
+## docs-check: the built site in headless Chromium (tools/docs_check.py):
+## navigation, internal links, screenshots in build/docs-screenshots/.
+docs-check: docs
+	$(PY) tools/docs_check.py docs/_build/html
+
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache docs/_build
