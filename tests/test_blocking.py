@@ -329,7 +329,9 @@ def test_sync_to_async_names_its_call_site(
             f"{marked('thread-sensitive')} in {view_name}",
         ]
     )
-    assert sorted(r.site for r in found) == expected, found
+    # Only the view's reports: on a loaded machine the async side can cross
+    # the threshold too, which is a true report about other code.
+    assert sorted(r.site for r in found if view_name in r.site) == expected, found
     for report in found:
         assert "sync_to_async(block_at_a" in report.started_by, report
         assert "sync_to_async(block_at_a, real_thread=True)" in report.fix
