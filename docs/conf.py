@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -237,7 +238,34 @@ def _source_module(app: Any, modname: str, fullname: str) -> str | None:
     return modname
 
 
+# Sphinx writes a ParamSpec's parts wrongly under ``from __future__ import
+# annotations`` (``*args: ~typing.~_P``, ``Callable[[~_P], ...]``), and the
+# signature then shows as raw text; these put them back as written.
+_PARAMSPEC_FIXES = (
+    (re.compile(r"(\*\*\w+): ~typing\.~(\w+)"), r"\1: \2.kwargs"),
+    (re.compile(r"(\*\w+): ~typing\.~(\w+)"), r"\1: \2.args"),
+    (re.compile(r"Callable\[\[~(_\w+)\]"), r"Callable[\1"),
+)
+
+
+def _fix_paramspec(
+    app: Any,
+    what: str,
+    name: str,
+    obj: Any,
+    options: Any,
+    signature: str | None,
+    return_annotation: str | None,
+) -> tuple[str | None, str | None] | None:
+    if signature is None or ("~typing.~" not in signature and "[[~_" not in signature):
+        return None
+    for pattern, replacement in _PARAMSPEC_FIXES:
+        signature = pattern.sub(replacement, signature)
+    return signature, return_annotation
+
+
 def setup(app: Any) -> None:
+    app.connect("autodoc-process-signature", _fix_paramspec)
     app.connect("viewcode-follow-imported", _source_module)
     app.connect("env-check-consistency", _check_api_coverage)
     app.connect("autodoc-process-docstring", _drop_foreign_docstrings)
