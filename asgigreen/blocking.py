@@ -338,12 +338,19 @@ class _State:
         config.monitor_thread = True
         if _on_gevent_event not in gevent.events.subscribers:
             gevent.events.subscribers.append(_on_gevent_event)
+        if config.max_memory_usage is None:
+            # A monitor on the main hub also watches memory, and warns once when
+            # psutil is missing; no memory limit was asked for. (Left in place:
+            # a filter for that one message of gevent's, from its monitor.)
+            warnings.filterwarnings(
+                "ignore", "Unable to monitor memory usage", RuntimeWarning, r"gevent\._monitor"
+            )
         hub = gevent.get_hub()
-        with warnings.catch_warnings():
-            # On the main hub gevent also watches memory, and warns when psutil
-            # is missing; that was not asked for here.
-            warnings.filterwarnings("ignore", "Unable to monitor memory usage", RuntimeWarning)
-            monitor = hub.start_periodic_monitoring_thread()
+        # Hub.run() starts the monitor itself, now monitor_thread is set. Not
+        # before it runs: a monitor that wakes to a hub not yet running takes
+        # it for gone and stops for good (seen under asgigreen serve). A
+        # greenlet is true once started.
+        monitor = hub.start_periodic_monitoring_thread() if hub else hub.periodic_monitoring_thread
         for watched in {*self._watched, monitor} - {None}:
             self._watch(watched)  # the sampling period follows the threshold
 
@@ -403,9 +410,12 @@ class _State:
     # -- in a monitor thread --------------------------------------------------------
 
     def monitor_started(self, monitor: Any) -> None:
-        if self.threshold_ms is not None:
-            self._started.add(monitor)
-            self._watch(monitor)
+        if self.threshold_ms is None:
+            return
+        saved = self._saved_config
+        if saved is not None and not saved[0]:
+            self._started.add(monitor)  # started because detection set monitor_thread
+        self._watch(monitor)
 
     def sample(self, hub: Any) -> None:
         """Keep the stack of ``hub``'s thread, as of this pass of its monitor.

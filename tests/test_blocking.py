@@ -378,6 +378,7 @@ STATE = """
     from asgigreen import hubs
     from asgigreen.hubs import _asyncio_state
     hubs.get_hub()
+    gevent.sleep(0)  # the hub runs (gevent starts a monitor as it does)
     monitor = gevent.get_hub().periodic_monitoring_thread
     print(json.dumps({
         "loaded": "asgigreen.blocking" in sys.modules,
@@ -414,6 +415,41 @@ def test_the_environment_variable_turns_it_on() -> None:
     assert state["threshold"] == 150
     assert state["subscribers"] == 1
     assert "psutil" not in result.stderr  # gevent's memory-monitor warning is kept out
+
+
+@pytest.mark.threads_only
+def test_on_from_the_environment_through_a_slow_start() -> None:
+    """Detection on before gevent's hub first runs, and the start slower than
+    a threshold (an app loading): a monitor started then would find no hub
+    running on its first wake-up and stop for good."""
+    result = run_patched(
+        """
+        import asgigreen
+        asgigreen.patch_all()
+        import json, logging, gevent
+        from gevent.monkey import get_original
+        from asgigreen import hubs
+        real_sleep = get_original("time", "sleep")
+        hubs.get_hub()
+        real_sleep(0.3)  # loading the app; the hub has not run yet
+        reports = []
+        class Keep(logging.Handler):
+            def emit(self, record):
+                reports.append(record.asgigreen_blocking.site)
+        logging.getLogger("asgigreen").addHandler(Keep())
+        def block():
+            gevent.sleep(0.05)
+            real_sleep(0.4)
+        ticker = gevent.spawn(lambda: [gevent.sleep(0.01) for _ in range(100)])
+        gevent.spawn(block).join()
+        gevent.sleep(0.2)
+        print(json.dumps(reports))
+        """,
+        ASGIGREEN_BLOCKING_MS="100",
+    )
+    assert result.returncode == 0, result.stderr
+    [site] = json.loads(result.stdout)
+    assert site.endswith(" in block"), site
 
 
 @pytest.mark.threads_only
@@ -480,7 +516,7 @@ def test_gunicorn_gevent_views_blocking_in_psycopg2_and_time_sleep(
         env["BLOCKING_RECORDS"] = str(records)
     wsgi = BLOCKINGAPP / "wsgi.py"
     pg_site = f"{wsgi}:{line_of(wsgi, 'pg_sleep(0.3)')} in pg_view"
-    sleep_site = f"{wsgi}:{line_of(wsgi, 'real_sleep(0.3)')} in sleep_view"
+    sleep_site = f"{wsgi}:{line_of(wsgi, 'real_sleep(0.3)  #')} in sleep_view"
     with gunicorn("blockingapp.wsgi:application", worker, env, tmp_path) as (port, service):
         wait_until(lambda: http_get(port, "/ok", timeout=5)[0] == 200, "gunicorn", service)
         state = json.loads(http_get(port, "/state")[1])
@@ -534,6 +570,35 @@ def test_gunicorn_gevent_off_no_warning(postgres: Postgres, tmp_path: Path) -> N
         log = service.output()
     assert read_records(records) == []
     assert "asgigreen: blocking call" not in log
+    assert "Traceback" not in log, log[-5000:]
+
+
+@pytest.mark.threads_only
+@pytest.mark.timeout(90)
+def test_gunicorn_gevent_the_fixes_it_gives_end_the_warnings(
+    postgres: Postgres, tmp_path: Path
+) -> None:
+    """psycogreen for psycopg2, run_in_real_thread for the real time.sleep:
+    the same views, fixed, no longer block the hub."""
+    records = tmp_path / "records.jsonl"
+    env = python_env(
+        ASGIGREEN_BLOCKING_MS="100",
+        BLOCKING_RECORDS=str(records),
+        BLOCKINGAPP_PSYCOGREEN="1",
+        **postgres.env("postgres"),
+    )
+    worker = "asgigreen.gunicorn.GeventWorker"
+    with gunicorn("blockingapp.wsgi:application", worker, env, tmp_path) as (port, service):
+        wait_until(lambda: http_get(port, "/ok", timeout=5)[0] == 200, "gunicorn", service)
+        hit(port, "/pg", 3)
+        hit(port, "/sleep-real-thread", 3)
+        hit(port, "/sleep", 1)  # still blocking: detection is on
+        found = settle(records, 1)
+        log = service.output()
+    wsgi = BLOCKINGAPP / "wsgi.py"
+    sleep_site = f"{wsgi}:{line_of(wsgi, 'real_sleep(0.3)  #')} in sleep_view"
+    assert [r["report"]["site"] for r in found] == [sleep_site], found
+    assert "psycogreen.gevent.patch_psycopg()" not in found[0]["message"]  # psycopg2 is fixed
     assert "Traceback" not in log, log[-5000:]
 
 

@@ -11,6 +11,7 @@ import asgigreen
 asgigreen.patch_all()
 
 import json  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 
 import psycopg2  # noqa: E402
@@ -19,6 +20,12 @@ from gevent.monkey import get_original  # noqa: E402
 from blockingapp import records  # noqa: E402
 
 records.install()
+
+if os.environ.get("BLOCKINGAPP_PSYCOGREEN") == "1":
+    # The fix the warning gives for psycopg2: its waits go through gevent.
+    from psycogreen.gevent import patch_psycopg
+
+    patch_psycopg()
 
 real_sleep = get_original("time", "sleep")
 
@@ -39,6 +46,12 @@ def sleep_view():
     return "slept"
 
 
+def sleep_in_real_thread_view():
+    # The other fix the warning gives: the blocking call on a native thread.
+    asgigreen.run_in_real_thread(real_sleep, 0.3)
+    return "slept"
+
+
 def state_view():
     from asgigreen import hubs
 
@@ -49,7 +62,13 @@ def state_view():
     }
 
 
-VIEWS = {"/pg": pg_view, "/sleep": sleep_view, "/state": state_view, "/ok": lambda: "ok"}
+VIEWS = {
+    "/pg": pg_view,
+    "/sleep": sleep_view,
+    "/sleep-real-thread": sleep_in_real_thread_view,
+    "/state": state_view,
+    "/ok": lambda: "ok",
+}
 
 
 def application(environ, start_response):
