@@ -178,6 +178,10 @@ _SETTERS: dict[type, list[Callable[[Any, Any], None]]] = {
 }
 
 
+_CALL_STATS_SETTERS = _SETTERS[CallStats]
+_new_object = object.__new__
+
+
 def _build(cls: type[_T], values: tuple[Any, ...]) -> _T:
     # A frozen dataclass's __init__ goes through object.__setattr__ for each
     # field, at several times the cost of the slot's own setter; stats() is
@@ -198,7 +202,17 @@ def _call_stats(kind: int, values: tuple[int, ...]) -> CallStats:
     recent = _recent[kind]
     if recent is not None and recent[0] == values:
         return recent[1]
-    made = _build(CallStats, values)
+    # _build(CallStats, values), unrolled: this runs for each kind on each read.
+    made = _new_object(CallStats)
+    set_in_flight, set_queued, set_started, set_completed, set_failed, set_cancelled = (
+        _CALL_STATS_SETTERS
+    )
+    set_in_flight(made, values[0])
+    set_queued(made, values[1])
+    set_started(made, values[2])
+    set_completed(made, values[3])
+    set_failed(made, values[4])
+    set_cancelled(made, values[5])
     _recent[kind] = (values, made)
     return made
 
