@@ -25,8 +25,9 @@ then nothing of it is loaded, started or installed.
 
 How it works: this is gevent's own monitoring, reported better. Enabling
 sets ``gevent.config.monitor_thread`` and ``max_blocking_time`` (the
-threshold), starts the monitor thread of the calling thread's hub (hubs that
-start later in other threads start their own) and subscribes to gevent's
+threshold), starts the monitor thread of the calling thread's hub if it is
+running (gevent starts one for every other hub as it starts running, in any
+thread) and subscribes to gevent's
 :class:`gevent.events.EventLoopBlocked`. gevent's monitor wakes every
 threshold and reports a hub that saw no greenlet switch since its last
 look, so a block is always caught once it lasts twice the threshold, and may
