@@ -6,14 +6,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SOURCES := asgigreen tests benchmarks tools examples
+# Every install takes the versions CI tested (`make constraints` refreshes them).
+CONSTRAINTS := constraints/tests.txt
+PIP_INSTALL := $(PY) -m pip install --quiet -c $(CONSTRAINTS)
 
 .PHONY: test lint typecheck test-threads test-gevent compat bench clean demo bench-wsgi \
-	rootfs test-pythons table docs doctest docs-check
+	rootfs test-pythons table dist wheel-smoke constraints docs doctest docs-check
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[tests]'
+	$(PIP_INSTALL) -e '.[tests]'
 	touch $@
 
 ## test: lint, type-check, and run the test suite in both modes.
@@ -60,7 +63,7 @@ table:
 
 ## bench: the bridges benchmark against asgiref, in both modes.
 bench: $(STAMP)
-	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PIP_INSTALL) -e '.[bench]'
 	$(PY) benchmarks/bridges.py
 	$(PY) -m gevent.monkey benchmarks/bridges.py
 
@@ -68,12 +71,12 @@ bench: $(STAMP)
 ## asgiref's WsgiToAsgi and a2wsgi; the server then stays up until Ctrl-C
 ## (not in CI, without a terminal, or with DEMO_NO_WAIT=1).
 demo: $(STAMP)
-	$(PY) -m pip install --quiet -e '.[demo]'
+	$(PIP_INSTALL) -e '.[demo]'
 	$(PY) examples/migration/demo.py
 
 ## bench-wsgi: the WSGI <-> ASGI adapters under real servers (benchmarks/wsgi.py).
 bench-wsgi: $(STAMP)
-	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PIP_INSTALL) -e '.[bench]'
 	$(PY) benchmarks/wsgi.py
 
 # The docs: Sphinx with every warning an error (-W) and every cross-reference
@@ -83,7 +86,7 @@ DOCS_STAMP := $(VENV)/.installed-docs
 SPHINX := $(PY) -m sphinx -E -W --keep-going -n -q -d docs/_build/doctrees
 
 $(DOCS_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[docs]'
+	$(PIP_INSTALL) -e '.[docs]'
 	touch $@
 
 ## docs: the documentation site, built into docs/_build/html.
@@ -101,5 +104,28 @@ doctest: $(DOCS_STAMP)
 docs-check: docs
 	$(PY) tools/docs_check.py docs/_build/html
 
+RELEASE_STAMP := $(VENV)/.installed-release
+
+$(RELEASE_STAMP): $(STAMP)
+	$(PIP_INSTALL) -e '.[release]'
+	touch $@
+
+## dist: the sdist and wheel in dist/ (python -m build), checked by twine.
+dist: $(RELEASE_STAMP)
+	rm -rf dist
+	$(PY) -m build --outdir dist .
+	$(PY) -m twine check --strict dist/*
+
+## wheel-smoke: the built wheel in a fresh venv, away from the checkout
+## (tools/wheel_smoke.py: import, both bridges in both modes, the CLI, the alias).
+wheel-smoke: dist
+	$(PY) tools/wheel_smoke.py dist
+
+## constraints: upgrade .venv and each of PYTHONS' rootfs venvs to the newest
+## versions pyproject.toml allows and write them to constraints/tests.txt
+## (tools/refresh_constraints.py; needs root for the rootfs). Then run the tests.
+constraints: $(STAMP) rootfs
+	$(PY) tools/refresh_constraints.py --upgrade $(PYTHONS)
+
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache docs/_build
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache docs/_build

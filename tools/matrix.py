@@ -15,11 +15,12 @@ Commands (stdlib only, so the host's python3 runs it before any venv exists)::
 ``host`` runs with the interpreter running this script (the Makefile's
 ``.venv/bin/python``), its output shown as it comes. ``pythons`` runs each
 version (default 3.13 3.14 3.15) inside ``tools/pythons.sh``'s rootfs, in a
-venv ``build/venv-VERSION`` with ``.[tests]`` installed, its output only in
-the logs. Everything lands in ``build/results/``: for a run ``V-MODE``, its
-log, JUnit XML (``V-MODE.xml``) or compat counts (``V-compat.json``), the
-watchdog file naming the last test started, and ``V-MODE.run.json`` (exit
-code, seconds) that ``table`` reads.
+venv ``build/venv-VERSION`` with ``.[tests]`` installed within
+``constraints/tests.txt``, its output only in the logs. Everything lands in
+``build/results/``: for a run ``V-MODE``, its log, JUnit XML
+(``V-MODE.xml``) or compat counts (``V-compat.json``), the watchdog file
+naming the last test started, and ``V-MODE.run.json`` (exit code, seconds)
+that ``table`` reads.
 
 Every run has a time limit, and a run still going then is stopped with all
 its processes. With ``ASGIGREEN_MATRIX_DEADLINE`` (seconds since the epoch)
@@ -311,33 +312,47 @@ def cmd_host(modes: Sequence[str], extra: Sequence[str]) -> int:
 DJANGO = {"3.13": "django>=5.2,<6", "3.14": "django>=6,<7", "3.15": "django>=6,<7"}
 
 
+#: The test dependencies at the versions CI tested, for every Python
+#: (tools/refresh_constraints.py writes it; ``make constraints``).
+CONSTRAINTS = ROOT / "constraints" / "tests.txt"
+
+
 def _install_fingerprint(version: str) -> str:
     digest = hashlib.sha256(DJANGO.get(version, "").encode())
-    for name in ("pyproject.toml",):
-        digest.update((ROOT / name).read_bytes())
+    for path in (ROOT / "pyproject.toml", CONSTRAINTS):
+        digest.update(path.read_bytes())
     return digest.hexdigest()
 
 
-def install(version: str) -> bool:
-    """A venv ``build/venv-VERSION`` in the rootfs with ``.[tests]``; skipped when up to date."""
+def install(version: str, constraints: Path | None = CONSTRAINTS) -> bool:
+    """A venv ``build/venv-VERSION`` in the rootfs with ``.[tests]``; skipped when up to date.
+
+    pip installs within ``constraints`` (a file under the repo), or, with None,
+    the newest versions the requirements allow (tools/refresh_constraints.py).
+    Only an install with :data:`CONSTRAINTS` is stamped as up to date.
+    """
     run = Run(version, "install", "rootfs")
     venv = ROOT / "build" / f"venv-{version}"
     stamp = venv / ".matrix-installed"
-    fingerprint = _install_fingerprint(version)
-    if stamp.exists() and stamp.read_text(encoding="utf-8").strip() == fingerprint:
+    if constraints is not None and not constraints.is_file():
+        sys.exit(f"matrix.py: {_rel(constraints)} is missing: run `make constraints`")
+    stamped = constraints == CONSTRAINTS
+    fingerprint = _install_fingerprint(version) if stamped else ""
+    if stamped and stamp.exists() and stamp.read_text(encoding="utf-8").strip() == fingerprint:
         run.clear()
         run.record(Outcome(0, 0.0), [], "")
         _say(f"matrix: {run.name}: {_rel(venv)} is up to date")
         return True
     inner = _inside(venv)
+    pinned = f"-c {_inside(constraints)} " if constraints is not None else ""
     script = (
         f"set -e; rm -rf {inner}; python{version} -m venv {inner}; "
-        f"{inner}/bin/python -m pip install --progress-bar off -e '.[tests]' "
+        f"{inner}/bin/python -m pip install --progress-bar off {pinned}-e '.[tests]' "
         f"'{DJANGO.get(version, 'django')}'; "
         f"{inner}/bin/python -m pip list"
     )
     ok = start(run, ["sh", "-c", script], dict(os.environ), echo=False)
-    if ok:
+    if ok and stamped:
         stamp.write_text(fingerprint + "\n", encoding="utf-8")
     return ok
 
