@@ -581,7 +581,8 @@ async def test_calls_cancelled_anywhere_leave_nothing_counted_in_flight(
     total = sum(grew(baseline.calls()[k], f)["started"] for k, f in after.calls().items())
     cancelled = sum(f.cancelled - baseline.calls()[k].cancelled for k, f in after.calls().items())
     print(f"\n[{HUB.name}] {total} calls made, {cancelled} cancelled before they started: {after}")
-    assert total >= 200
+    # wait_for with no time left may cancel a task before its call is made.
+    assert total >= 100
 
 
 @pytest.mark.gevent_only
