@@ -17,8 +17,8 @@ between Pythons gets one line per range of them, with an environment marker
 versions pyproject.toml allows (not with ``--keep-host``), then reinstalls
 each rootfs venv with those same versions (its own Django series), or with
 its newest ones when the host's do not install there. The rootfs needs root
-(``make rootfs``). A Python whose venv is missing keeps its lines from the
-current file.
+(``make rootfs``). A rootfs Python not named, or whose venv is missing, keeps its
+lines from the current file.
 """
 
 from __future__ import annotations
@@ -217,7 +217,9 @@ def main(argv: Iterable[str] | None = None) -> int:
     if sys.prefix == sys.base_prefix:
         sys.exit("refresh_constraints: run it with the venv's Python: .venv/bin/python")
     host_version = matrix.version_of_this_python()
+    # Every rootfs Python gets lines; those not asked for keep theirs.
     versions = [v for v in (ns.versions or matrix.DEFAULT_VERSIONS) if v != host_version]
+    every = sorted({*matrix.DEFAULT_VERSIONS, *versions} - {host_version}, key=Version)
     if ns.upgrade:
         if versions and os.geteuid() != 0:
             sys.exit("refresh_constraints: --upgrade of the rootfs venvs needs root (sudo)")
@@ -227,15 +229,17 @@ def main(argv: Iterable[str] | None = None) -> int:
     pins_by_python: dict[str, Pins] = {host_version: frozen(site, host_version)}
     sources = {host_version: matrix._rel(Path(sys.prefix))}
     failed = False
-    for version in versions:
+    for version in every:
         venv = ROOT / "build" / f"venv-{version}"
-        if ns.upgrade and not upgrade_rootfs(version, pins_by_python[host_version]):
+        asked = version in versions
+        if asked and ns.upgrade and not upgrade_rootfs(version, pins_by_python[host_version]):
             failed = True
-        if site_packages(venv, version).is_dir():
+        if asked and site_packages(venv, version).is_dir():
             pins_by_python[version] = frozen(site_packages(venv, version), version)
             sources[version] = matrix._rel(venv)
         else:
-            _say(f"{version}: no {matrix._rel(venv)}; keeping its pins from the current file")
+            why = f"no {matrix._rel(venv)}" if asked else "not asked for"
+            _say(f"{version}: {why}; keeping its pins from the current file")
             pins_by_python[version] = from_file(CONSTRAINTS, version)
             sources[version] = "kept"
     if failed:
