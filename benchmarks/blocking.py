@@ -90,10 +90,13 @@ def worker_main(blocking_ms: int) -> None:
     if blocking_ms:
         # Before asgigreen chooses its hub, which is when the variable is read.
         os.environ["ASGIGREEN_BLOCKING_MS"] = str(blocking_ms)
+    import gevent
+
     from asgigreen import hubs
     from asgigreen.sync import sync_to_async
 
     hubs.get_hub()
+    gevent.sleep(0)  # gevent's hub runs, and starts its monitor thread if asked to
     loop = asyncio.new_event_loop()
     calls = {
         "s2a_sensitive": sync_to_async(work, thread_sensitive=True),
