@@ -7,7 +7,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any, ParamSpec, TypeVar
 
-from . import hubs
+from . import _deadlock, hubs
 
 __all__ = ["CurrentThreadExecutor"]
 
@@ -105,7 +105,9 @@ class CurrentThreadExecutor(Executor):
 
     def submit(self, fn: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_R]:
         if hubs.get_hub().worker_id() == self._owner:
-            raise RuntimeError("You cannot submit onto CurrentThreadExecutor from its own thread")
+            # The worker would wait for itself: a DeadlockError (a RuntimeError,
+            # as asgiref raises here) naming the call it is running.
+            raise _deadlock.own_worker_error()
         future: Future[_R] = hubs.get_hub().new_future()
         item = (future, lambda: fn(*args, **kwargs))
         # An executor that stopped serving hands work to the enclosing one

@@ -20,7 +20,8 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
-from . import _calls, hubs
+from . import _calls, _deadlock, hubs
+from ._deadlock import DeadlockError
 from .current_thread_executor import CurrentThreadExecutor
 from .local import Local, WorkerLocal, _rehome, _Storage
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AsyncSingleThreadContext",
     "AsyncToSync",
+    "DeadlockError",
     "SyncToAsync",
     "ThreadSensitiveContext",
     "async_to_sync",
@@ -47,6 +49,11 @@ _UNSET = object()
 # Choose the hub now: the gevent hub must track running loops from the
 # start, before any greenlet asks whether one is running.
 hubs.get_hub()
+
+# Deadlock reports: calls the hubs queued behind busy workers (empty unless
+# one just did), and the async_to_sync calls in progress with their tasks.
+_queued_behind = _deadlock.behind
+_awaiting = _deadlock.awaiting
 
 
 def _caller_frame() -> FrameType:
@@ -255,6 +262,7 @@ class AsyncToSync(Generic[_P, _R]):
         task_context = getattr(SyncToAsync.threadlocal, "task_context", None)
         running = _RunningCall()
         call = _calls.async_to_sync_call(self.awaitable, _caller_frame())
+        _awaiting[call] = running
         try:
             awaitable = self.main_wrap(
                 call_result,
@@ -276,6 +284,7 @@ class AsyncToSync(Generic[_P, _R]):
         finally:
             _restore_context(context[0])
             self.executors.current = old_executor
+            del _awaiting[call]
             _calls.leave_async_to_sync(call, call_result)
         return call_result.result()
 
@@ -620,9 +629,14 @@ class SyncToAsync(Generic[_P, _R], metaclass=_SyncToAsyncType):
         try:
             pending = hub.run_in_executor(loop, executor, work, self._real_thread)
         except BaseException:
+            # Never left set when the call didn't go out (asgiref#495).
+            self.deadlock_context.set(False)
             _calls.abandon(call)
             raise
         try:
+            if _queued_behind:
+                # It waits for a busy worker or a full pool: watch for a cycle.
+                _deadlock.watch(hub, call, work, pending, loop)
             return await asyncio.shield(pending)
         except asyncio.CancelledError:
             # The sync side may be inside an async_to_sync whose task runs on
@@ -673,7 +687,8 @@ class SyncToAsync(Generic[_P, _R], metaclass=_SyncToAsyncType):
         ):
             raise RuntimeError(_MIXED_BRIDGES_MESSAGE.format(outer="asgiref", inner="asgigreen"))
         if self.deadlock_context.get(False):
-            raise RuntimeError("Single thread executor already being used, would deadlock")
+            # Frame 2: the caller of __call__, as the call records name it.
+            raise _deadlock.process_worker_in_use(hubs.get_hub(), self.func, sys._getframe(2))
         self.deadlock_context.set(True)
         return SyncToAsync.single_thread_executor
 

@@ -49,6 +49,7 @@ from gevent.monkey import get_original
 from gevent.threadpool import ThreadPool
 from greenlet import getcurrent, greenlet
 
+from .. import _deadlock
 from .._runner import run_on_fresh_loop, run_to_completion
 from ..current_thread_executor import CurrentThreadExecutor
 from . import Hub, Signal, _asyncio_state
@@ -389,6 +390,10 @@ class _GreenletWorker(Executor):
         self._home.call_soon(self._wake)
         return False
 
+    def holds_back(self, job: _Job) -> bool:
+        """Whether ``job``, just given, waits for a job this worker is running."""
+        return not self._idle and bool(self._jobs) and self._jobs[-1] is job
+
     def _wake(self) -> None:
         if self._idle:
             self._set_idle(False)
@@ -451,6 +456,8 @@ class _Runners(Executor):
         self._busy = 0
         self._waiting: deque[_Job] = deque()
         self._idle: list[greenlet] = []
+        #: Every runner made, for deadlock reports (which look at busy ones).
+        self.runners: weakref.WeakSet[greenlet] = weakref.WeakSet()
 
     @property
     def busy(self) -> int:
@@ -491,7 +498,13 @@ class _Runners(Executor):
     def _take(self) -> greenlet:
         if self._idle:
             return self._idle.pop()
-        return greenlet(self._serve, parent=self._home.hub)
+        runner = greenlet(self._serve, parent=self._home.hub)
+        self.runners.add(runner)
+        return runner
+
+    def holds_back(self, job: _Job) -> bool:
+        """Whether ``job``, just given, waits in line for a runner."""
+        return bool(self._waiting) and self._waiting[-1] is job
 
     def _serve(self, job: _Job) -> None:
         me = getcurrent()
@@ -823,6 +836,9 @@ class GeventHub(Hub):
                     job.settle(future)
             else:
                 future.add_done_callback(job.cancel_if)
+                owner = getattr(runner, "__self__", None)
+                if isinstance(owner, (_GreenletWorker, _Runners)) and owner.holds_back(job):
+                    _deadlock.queued_behind(owner, func)
             return future
         assert executor is not None
         submitted = executor.submit(func)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor, Future
 from typing import Any, TypeVar
 
+from .. import _deadlock
 from .._runner import run_on_fresh_loop
 from . import Hub, _gevent_patched_threading
 
@@ -134,10 +135,13 @@ class _ThreadPool(Executor):
             else:
                 _settle_soon(loop, outcome.set_result, outcome, result)
 
-        self._put(call)
+        if self._put(call):
+            _deadlock.queued_behind(self, func)
         return outcome
 
-    def _put(self, call: Callable[[], None]) -> None:
+    def _put(self, call: Callable[[], None]) -> bool:
+        """Queue ``call``; True if it must wait for a busy thread."""
+        waits = False
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
@@ -145,7 +149,7 @@ class _ThreadPool(Executor):
                 # The idle threads were told to stop; a new call would wait
                 # for one forever.
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
-            if self._idle:
+            if self._idle > 0:
                 self._idle -= 1
             elif len(self._threads) < self._max_workers:
                 thread = threading.Thread(target=self._work, name=f"{self._name}_{self._started}")
@@ -154,7 +158,15 @@ class _ThreadPool(Executor):
                 self._threads.add(thread)
                 self._tally.change(1, 0)
                 _running.add(self)
+            else:
+                # Below zero: calls waiting for a thread. Each thread counts
+                # itself idle after every call, so a queued call must be
+                # counted too, or the pool would later see idle threads
+                # that are busy.
+                self._idle -= 1
+                waits = True
         self._calls.put(call)
+        return waits
 
     def _work(self) -> None:
         while True:
@@ -163,7 +175,7 @@ class _ThreadPool(Executor):
             except queue.Empty:
                 with self._lock:
                     # Still counted idle means no call was promised to it.
-                    if self._idle:
+                    if self._idle > 0:
                         self._idle -= 1
                         self._threads.discard(threading.current_thread())
                         self._tally.change(-1, 0)

@@ -1,0 +1,874 @@
+"""Deadlock reports: a bridge call that can never run raises :class:`DeadlockError`.
+
+asgiref hangs when a ``sync_to_async`` call waits, through a cycle, for
+itself, or says "would deadlock" without naming the cycle. asgigreen builds a
+wait-for graph from what the bridges and hubs know (a call queued behind a
+busy worker or a full pool, a worker parked in ``async_to_sync`` for its
+coroutine's task, the task awaiting a queued call) and from the stack of a
+worker blocked in a wait it can read. A call found on a cycle is withdrawn
+(it never runs) and its ``await`` raises :class:`DeadlockError`, whose
+message names each worker, the call it runs and its call site, what it
+waits for, and the fix.
+
+What is detected, and nothing else:
+
+* **A thread-sensitive worker waiting for itself.** A ``sync_to_async``
+  call queued on a thread-sensitive worker (the process-wide one or a
+  :class:`~asgigreen.sync.ThreadSensitiveContext`'s) from an event loop
+  running on that same worker, inside the call it is running (a sync
+  function that started ``asyncio.run()`` instead of ``async_to_sync``).
+  Certain, so raised at once, as the call is queued.
+* **A thread-sensitive worker waiting for a thread or greenlet that waits
+  for it.** The worker runs a sync function blocked, with no timeout, in
+  ``Thread.join()``, ``concurrent.futures.Future.result()`` (a
+  ``ThreadPoolExecutor`` job), or on the gevent hub a greenlet's ``join()``
+  or ``get()`` called directly on a local name (``g.join()``, read from the
+  caller's bytecode), and the thread, job or greenlet it waits for runs the
+  event loop from which a call queued on that worker was made.
+* **A bound used up by calls that wait on each other.** Every greenlet the
+  gevent hub allows ``thread_sensitive=False`` calls (``max_greenlets``), or
+  every thread of the threads hub's default pool, runs a call parked in
+  ``async_to_sync`` whose coroutine's task (or a task or ``gather`` it
+  awaits) waits for a call queued on that same full pool.
+
+Waits are followed only through what is listed: a task awaiting a plain
+future, an ``asyncio.Event``, ``asyncio.wait()`` or a ``TaskGroup``; a
+thread blocked on a lock, a queue or a socket; executors that are not the
+hub's own (an ``executor=`` given, a loop's own default executor, the gevent
+hub's native threads) end the search, and then nothing is reported: a call
+that legitimately takes long is never reported. A cycle that a timeout will
+break (``asyncio.wait_for`` around the queued call) is reported anyway: the
+call could not run before the timeout.
+
+The other cycles are checked by one watchdog (a thread on the threads hub,
+a timer of gevent's hub on the gevent hub) that runs only while some call is
+queued behind a busy worker or a full pool: :data:`CHECK_INTERVAL` seconds
+after the first such call and as long as any is queued, each cycle found
+being confirmed by a second look :data:`CONFIRM_DELAY` later before it is
+reported. A call that does not have to queue costs nothing here; one that
+queues costs a record, a few microseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dis
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from types import FrameType
+from typing import Any
+
+from . import _calls
+
+__all__ = ["CHECK_INTERVAL", "CONFIRM_DELAY", "DeadlockError"]
+
+#: Seconds between the watchdog's looks while calls are queued behind busy
+#: workers or full pools.
+CHECK_INTERVAL = 0.2
+#: Seconds after a look that found a cycle before the look that confirms it.
+CONFIRM_DELAY = 0.05
+
+_log = logging.getLogger("asgigreen")
+# Of a full pool's workers, how many a report names one by one.
+_HOLDERS_SHOWN = 3
+_monotonic = time.monotonic
+
+
+class DeadlockError(RuntimeError):
+    """A bridge call can never complete: what it waits for waits for it.
+
+    Raised where the call that closed the cycle was made (the ``await`` of a
+    ``sync_to_async`` call, for most), instead of hanging. That call was
+    withdrawn and never runs; the rest of the process goes on. The message
+    is the report: each worker on the cycle, the call it runs and its call
+    site, what it waits for, and the fix. A subclass of ``RuntimeError``, as
+    asgiref's "would deadlock" error is.
+
+    ``cycle``: the report's steps, one line each. ``fix``: what to change.
+    """
+
+    def __init__(self, summary: str, cycle: Iterable[str], fix: str) -> None:
+        self.summary = summary
+        self.cycle = tuple(cycle)
+        self.fix = fix
+        lines = [summary, *(f"  {step}" for step in self.cycle), f"Fix: {fix}"]
+        super().__init__("\n".join(lines))
+
+
+DeadlockError.__module__ = "asgigreen.sync"
+
+_FIX_OWN_LOOP = (
+    "call async code from sync code with async_to_sync, not asyncio.run() or "
+    "loop.run_until_complete(): its thread-sensitive calls then run on the waiting "
+    "worker itself. Or pass thread_sensitive=False to the inner sync_to_async if "
+    "the function need not share the worker."
+)
+_FIX_FOREIGN = (
+    "don't make a thread-sensitive function wait for a thread or greenlet that runs "
+    "its own event loop: call the async code from the function itself with "
+    "async_to_sync (its thread-sensitive calls then run on the waiting worker), or "
+    "pass thread_sensitive=False to the inner sync_to_async if the function need "
+    "not share the worker."
+)
+_FIX_SERIAL = (
+    "a thread-sensitive worker runs one call at a time: the call holding it must not "
+    "wait for another call queued on it. Reach the inner code through async_to_sync "
+    "from the call itself, or make one of the calls thread_sensitive=False."
+)
+_FIX_POOL = (
+    "calls that take a slot of a bounded pool must not wait for calls queued on the "
+    "same pool. Make the inner sync_to_async thread_sensitive=True (it then runs on "
+    "the worker waiting in async_to_sync, taking no slot), or raise the bound: "
+    "ASGIGREEN_MAX_GREENLETS or asgigreen.hubs.gevent.configure(max_greenlets=...) "
+    "on the gevent hub, loop.set_default_executor(ThreadPoolExecutor(max_workers=...)) "
+    "on the threads hub."
+)
+
+
+# -- what the hubs and the bridges record ---------------------------------------
+
+#: Filled by the hubs for a ``sync_to_async`` call that had to queue behind a
+#: busy worker or a full pool: its work function, and where it queued. The
+#: bridge takes the entry out right after submitting, on the same worker,
+#: so this holds an entry only for that moment.
+behind: dict[Callable[..., Any], Any] = {}
+
+#: The ``async_to_sync`` calls in progress, with what they wait for (the
+#: bridge's record of the coroutine's task).
+awaiting: dict[_calls.BridgeCall, Any] = {}
+
+
+def queued_behind(target: Any, work: Callable[..., Any]) -> None:
+    """From a hub: ``work`` of a ``sync_to_async`` call waits for ``target``'s workers."""
+    behind[work] = target
+
+
+class _Entry:
+    """A ``sync_to_async`` call queued behind busy workers, while it waits."""
+
+    __slots__ = ("call", "loop", "pending", "target", "task", "waiter", "waiter_id")
+
+    def __init__(
+        self,
+        call: _calls.BridgeCall,
+        target: Any,
+        loop: asyncio.AbstractEventLoop,
+        pending: asyncio.Future[Any],
+        waiter_id: int,
+        waiter: Any,
+    ) -> None:
+        self.call = call
+        self.target = target
+        self.loop = loop
+        self.pending = pending
+        # The task awaiting the call, and the worker running its loop.
+        self.task = asyncio.current_task(loop)
+        self.waiter_id = waiter_id
+        self.waiter = waiter
+
+
+_lock = threading.Lock()
+_entries: dict[_calls.BridgeCall, _Entry] = {}
+
+
+def watch(
+    hub: Any,
+    call: _calls.BridgeCall,
+    work: Callable[..., Any],
+    pending: asyncio.Future[Any],
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """From the bridge, after submitting ``work``: watch ``call`` if it queued.
+
+    Raises :class:`DeadlockError` (the call withdrawn) when it queued on a
+    thread-sensitive worker that is running the very call this one was made
+    from: the worker can never get to it.
+    """
+    target = behind.pop(work, None)
+    if target is None or call._state != _calls._QUEUED:
+        return
+    view = _view_of(hub)
+    if view is None:
+        return
+    entry = _Entry(call, target, loop, pending, hub.worker_id(), view.current_worker())
+    holders = view.holders(target)
+    if view.slots(target) == 1 and holders and holders[0][0] == entry.waiter_id:
+        if _withdraw(entry):
+            pending.cancel()
+            raise _own_loop_error(view, entry)
+        return
+    with _lock:
+        _entries[call] = entry
+    view.arm(CHECK_INTERVAL)
+
+
+def _withdraw(entry: _Entry) -> bool:
+    """Take the call out of its queue for good; False if it started meanwhile."""
+    _calls.abandon(entry.call)
+    with _lock:
+        _entries.pop(entry.call, None)
+    return entry.call._state == _calls._ABANDONED
+
+
+# -- errors raised straight away ------------------------------------------------
+
+
+def _own_loop_error(view: _View, entry: _Entry) -> DeadlockError:
+    holder = _calls.bridge_call_running_on(entry.waiter_id)
+    steps = [
+        f"it waits for {view.describe_target(entry.target)} "
+        f"({view.describe_worker(entry.waiter_id)}),",
+        f"which is running {_chain(holder)},",
+        "which is running the event loop this call was made from (started there "
+        "without async_to_sync), so the worker can't take the call until that call returns.",
+    ]
+    return DeadlockError(f"{_short(entry.call)} can never run:", steps, _FIX_OWN_LOOP)
+
+
+def process_worker_in_use(hub: Any, func: Callable[..., Any], caller: FrameType) -> DeadlockError:
+    """asgiref's "would deadlock" error, naming the call that holds the worker.
+
+    For a thread-sensitive call made in a context inherited from a call
+    running on the process-wide worker (an event loop started inside it
+    without ``async_to_sync``).
+    """
+    view = _view_of(hub)
+    holder = None
+    worker = "the process-wide thread-sensitive worker"
+    if view is not None:
+        target = view.process_worker()
+        holders = view.holders(target) if target is not None else None
+        if holders:
+            holder = _calls.bridge_call_running_on(holders[0][0])
+            worker = f"{worker} ({view.describe_worker(holders[0][0])})"
+    steps = [
+        f"it would wait for {worker},",
+        f"which is running {_chain(holder)}," if holder is not None else "which is busy,",
+        "and this code runs inside that call (in a context inherited from it, here "
+        "through an event loop started without async_to_sync), so the worker can't "
+        "take the new call until the call it runs returns.",
+    ]
+    return DeadlockError(
+        "Single thread executor already being used, would deadlock: "
+        f"sync_to_async({_name(func)}) from {_site(caller)} can never run:",
+        steps,
+        _FIX_OWN_LOOP,
+    )
+
+
+def own_worker_error() -> DeadlockError:
+    """asgiref's error for a call sent to the parked caller by that caller's own worker."""
+    here = _calls.current_bridge_call()
+    new = _submitting_call()
+    what = _short(new) if new is not None else "a thread-sensitive sync_to_async call"
+    steps = [
+        "it would run on the worker parked in async_to_sync, which is this very worker:",
+        f"it is running {_chain(here)}," if here is not None else "it is busy,",
+        "which runs the event loop this call was made from (started there without "
+        "async_to_sync), so it can't take the call until that call returns.",
+    ]
+    return DeadlockError(
+        f"You cannot submit onto CurrentThreadExecutor from its own thread: {what} can never run:",
+        steps,
+        _FIX_OWN_LOOP,
+    )
+
+
+def _submitting_call() -> _calls.BridgeCall | None:
+    # The record of the sync_to_async call being submitted, from its frame.
+    frame: FrameType | None = sys._getframe(1)
+    for _ in range(12):
+        if frame is None:
+            break
+        code = frame.f_code
+        if code.co_qualname == "SyncToAsync.__call__" and code.co_filename == _SYNC_FILE:
+            call = frame.f_locals.get("call")
+            return call if isinstance(call, _calls.BridgeCall) else None
+        frame = frame.f_back
+    return None
+
+
+_SYNC_FILE = os.path.join(os.path.dirname(__file__), "sync.py")
+
+
+# -- describing -----------------------------------------------------------------
+
+
+def _name(func: Any) -> str:
+    module = getattr(func, "__module__", None)
+    name = getattr(func, "__qualname__", None) or type(func).__qualname__
+    return f"{module}.{name}" if isinstance(module, str) else str(name)
+
+
+def _site(frame: FrameType | None) -> str:
+    if frame is None:
+        return "<unknown>"
+    code = frame.f_code
+    return f"{code.co_filename}:{frame.f_lineno} in {code.co_qualname}"
+
+
+def _short(call: _calls.BridgeCall) -> str:
+    """``sync_to_async(module.func) from path.py:12 in caller``."""
+    return call.describe().split(", ", 1)[0]
+
+
+def _chain(call: _calls.BridgeCall | None) -> str:
+    """A call and the calls it is nested in on its worker, innermost first."""
+    parts = []
+    while call is not None:
+        parts.append(call.describe())
+        call = call.outer
+    return ", inside ".join(parts) if parts else "nothing the bridges know of"
+
+
+# -- the hubs, as the checks see them ---------------------------------------------
+
+# A worker holding a slot of a target: its id and its innermost frame (None
+# where it can't be read).
+_Holder = tuple[int, FrameType | None]
+
+
+class _View:
+    """What the checks need to know of one hub's workers."""
+
+    def __init__(self, hub: Any) -> None:
+        self.hub = hub
+
+    def current_worker(self) -> Any:
+        return None
+
+    def slots(self, target: Any) -> int:
+        raise NotImplementedError
+
+    def holders(self, target: Any) -> list[_Holder] | None:
+        """The workers holding every slot of ``target``; None if a slot is free."""
+        raise NotImplementedError
+
+    def waiter_frame(self, entry: _Entry) -> FrameType | None:
+        raise NotImplementedError
+
+    def process_worker(self) -> Any:
+        return self.hub._process_serial
+
+    def describe_target(self, target: Any) -> str:
+        raise NotImplementedError
+
+    def describe_worker(self, worker_id: int) -> str:
+        return f"worker {worker_id:#x}"
+
+    def arm(self, delay: float) -> None:
+        raise NotImplementedError
+
+    def begin(self) -> None:
+        """Called as a look starts."""
+
+    def end(self) -> None:
+        """Called as a look ends."""
+
+    def _serial_name(self, target: Any) -> str:
+        if target is self.hub._process_serial:
+            return "the process-wide thread-sensitive worker"
+        return "a ThreadSensitiveContext's thread-sensitive worker"
+
+
+class _ThreadsView(_View):
+    def __init__(self, hub: Any) -> None:
+        super().__init__(hub)
+        self._frames: dict[int, FrameType] = {}
+        self._timer = _ThreadTimer(lambda: _look(self))
+
+    def begin(self) -> None:
+        self._frames = sys._current_frames()
+
+    def end(self) -> None:
+        self._frames = {}  # frames keep their locals alive
+
+    def slots(self, target: Any) -> int:
+        return int(target._max_workers)
+
+    def holders(self, target: Any) -> list[_Holder] | None:
+        threads = list(target._threads)
+        if target._idle > 0 or len(threads) < target._max_workers:
+            return None
+        frames = self._frames
+        return [(t.ident, frames.get(t.ident)) for t in threads if t.ident is not None]
+
+    def waiter_frame(self, entry: _Entry) -> FrameType | None:
+        return self._frames.get(entry.waiter_id)
+
+    def describe_target(self, target: Any) -> str:
+        if self.slots(target) == 1:
+            return self._serial_name(target)
+        return f"the threads hub's default pool ({target._max_workers} threads, all busy)"
+
+    def describe_worker(self, worker_id: int) -> str:
+        for thread in threading.enumerate():
+            if thread.ident == worker_id:
+                return f"thread {thread.name!r} ({worker_id:#x})"
+        return f"thread {worker_id:#x}"
+
+    def arm(self, delay: float) -> None:
+        self._timer.arm(delay)
+
+
+class _GeventView(_View):
+    def current_worker(self) -> Any:
+        from greenlet import getcurrent
+
+        return getcurrent()
+
+    def slots(self, target: Any) -> int:
+        if hasattr(target, "_greenlet"):
+            return 1
+        return int(target.limit or 0)
+
+    def holders(self, target: Any) -> list[_Holder] | None:
+        if hasattr(target, "_greenlet"):  # a thread-sensitive worker greenlet
+            if target._idle:
+                return None
+            return [(id(target._greenlet), target._greenlet.gr_frame)]
+        if target.limit is None or target.busy < target.limit:
+            return None
+        idle = {id(runner) for runner in target._idle}
+        return [
+            (id(runner), runner.gr_frame)
+            for runner in list(target.runners)
+            if runner and id(runner) not in idle
+        ]
+
+    def waiter_frame(self, entry: _Entry) -> FrameType | None:
+        frame: FrameType | None = getattr(entry.waiter, "gr_frame", None)
+        return frame
+
+    def describe_target(self, target: Any) -> str:
+        if hasattr(target, "_greenlet"):
+            return self._serial_name(target)
+        return (
+            f"the gevent hub's greenlets for thread_sensitive=False calls "
+            f"(max_greenlets={target.limit}, all busy)"
+        )
+
+    def describe_worker(self, worker_id: int) -> str:
+        return f"greenlet {worker_id:#x}"
+
+    def arm(self, delay: float) -> None:
+        home = self.hub._home
+        if _native_ident() != home.thread:
+            home.call_soon(self.arm, delay)
+            return
+        due = _monotonic() + delay
+        timer = self._timer
+        if timer is not None:
+            if self._due <= due:
+                return
+            timer.close()
+        self._due = due
+        self._timer = home.hub.loop.timer(delay, ref=False)
+        self._timer.start(self._fire)
+
+    _timer: Any = None
+    _due = 0.0
+
+    def _fire(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.close()
+        _look(self)
+
+
+def _native_ident() -> int:
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None:
+        return int(monkey.get_original("_thread", "get_ident")())
+    return threading.get_ident()
+
+
+_views: dict[int, _View | None] = {}
+
+
+def _view_of(hub: Any) -> _View | None:
+    view: _View | None = _views.get(id(hub), _MISSING)
+    if view is _MISSING:
+        view = None
+        if hub.name == "gevent":
+            view = _GeventView(hub)
+        elif hub.name == "threads" and not _patched():
+            # Patched threads are greenlets: their stacks aren't in
+            # sys._current_frames(), and a watchdog thread would be one.
+            view = _ThreadsView(hub)
+        _views[id(hub)] = view
+    return view
+
+
+_MISSING: Any = object()
+
+
+def _patched() -> bool:
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and bool(monkey.is_module_patched("threading"))
+
+
+class _ThreadTimer:
+    """One daemon thread that runs the looks; it sleeps while none is due."""
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self._callback = callback
+        self._condition = threading.Condition(threading.Lock())
+        self._due: float | None = None
+        self._thread: threading.Thread | None = None
+
+    def arm(self, delay: float) -> None:
+        due = _monotonic() + delay
+        with self._condition:
+            if self._due is None or due < self._due:
+                self._due = due
+                self._condition.notify()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="asgigreen-deadlock-watchdog", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while self._due is None:
+                    self._condition.wait()
+                wait = self._due - _monotonic()
+                if wait > 0:
+                    self._condition.wait(wait)
+                    continue
+                self._due = None
+            self._callback()
+
+
+# -- the looks --------------------------------------------------------------------
+
+# Entries found on a cycle by the previous look, to be confirmed by the next.
+_suspects: frozenset[_Entry] = frozenset()
+
+
+def _look(view: _View) -> None:
+    """One look at the calls queued behind busy workers; report a confirmed cycle."""
+    global _suspects
+    try:
+        with _lock:
+            entries = list(_entries.values())
+        live = []
+        for entry in entries:
+            if entry.call._state == _calls._QUEUED and not entry.pending.done():
+                live.append(entry)
+            else:
+                with _lock:
+                    _entries.pop(entry.call, None)
+        if not live:
+            _suspects = frozenset()
+            return
+        view.begin()
+        try:
+            graph = _Graph(view, live)
+            stuck = graph.stuck()
+            confirmed = stuck & _suspects
+            error = None
+            if confirmed:
+                closing = max(confirmed, key=lambda entry: entry.call.started)
+                error = graph.report(closing)
+        finally:
+            view.end()
+        if error is not None:
+            _suspects = frozenset()
+            _fail(view, closing, error)
+            view.arm(CHECK_INTERVAL)
+        elif stuck:
+            _suspects = frozenset(stuck)
+            view.arm(CONFIRM_DELAY)
+        else:
+            _suspects = frozenset()
+            view.arm(CHECK_INTERVAL)
+    except Exception:  # a diagnostic must never break the process
+        _log.debug("asgigreen deadlock check failed", exc_info=True)
+        view.arm(CHECK_INTERVAL)
+
+
+def _fail(view: _View, entry: _Entry, error: DeadlockError) -> None:
+    if not _withdraw(entry):
+        return
+    pending = entry.pending
+
+    def settle() -> None:
+        if not pending.done():
+            pending.set_exception(error)
+
+    try:
+        view.hub.call_soon_threadsafe(entry.loop, settle)
+    except RuntimeError:
+        pass  # the loop closed: nobody waits any more
+
+
+class _Graph:
+    """The wait-for graph of one look: queued calls, the workers they wait for,
+    and what those workers wait for."""
+
+    def __init__(self, view: _View, entries: list[_Entry]) -> None:
+        self.view = view
+        self.entries = entries
+        self.by_task = {entry.task: entry for entry in entries if entry.task is not None}
+        self._holders: dict[int, list[_Holder] | None] = {}
+        # Per worker: the queued calls it waits for, each with how.
+        self._waits: dict[int, dict[_Entry, str]] = {}
+
+    def holders(self, entry: _Entry) -> list[_Holder] | None:
+        key = id(entry.target)
+        if key not in self._holders:
+            holders = self.view.holders(entry.target)
+            if holders is not None and len(holders) < self.view.slots(entry.target):
+                holders = None  # a slot is taken by something not yet running
+            self._holders[key] = holders
+        return self._holders[key]
+
+    def waits(self, holder: _Holder) -> dict[_Entry, str]:
+        worker, frame = holder
+        if worker not in self._waits:
+            self._waits[worker] = self._find_waits(worker, frame)
+        return self._waits[worker]
+
+    def stuck(self) -> set[_Entry]:
+        """The queued calls that can never run: the greatest set in which each
+        call's every holder waits for a call of the set."""
+        stuck = set(self.entries)
+        changed = True
+        while changed:
+            changed = False
+            for entry in list(stuck):
+                holders = self.holders(entry)
+                if not holders or any(not (self.waits(h).keys() & stuck) for h in holders):
+                    stuck.discard(entry)
+                    changed = True
+        return stuck
+
+    def _find_waits(self, worker: int, frame: FrameType | None) -> dict[_Entry, str]:
+        # Each wait as a clause that the call waited for completes.
+        call = _calls.bridge_call_running_on(worker)
+        if call is None:
+            return {}
+        if call.kind == "async_to_sync":
+            running = awaiting.get(call)
+            task = getattr(running, "_task", None)
+            if task is None:
+                return {}
+            return {
+                entry: "parked there until its coroutine's task ends, and that task waits for"
+                for entry in _awaited_entries(task, self.by_task)
+            }
+        found = _foreign_wait(frame)
+        if found is None:
+            return {}
+        kind, obj, where = found
+        waits: dict[_Entry, str] = {}
+        for entry in self.entries:
+            if kind == "thread" and obj.ident == entry.waiter_id:
+                how = f"blocked in Thread.join() at {where}, on thread {obj.name!r}"
+            elif kind == "future" and _runs_future(self.view.waiter_frame(entry), obj):
+                how = f"blocked in Future.result() at {where}, on a ThreadPoolExecutor job"
+            elif kind == "greenlet" and obj is entry.waiter:
+                how = f"blocked joining greenlet {id(obj):#x} at {where}"
+            else:
+                continue
+            waits[entry] = f"{how}, which runs the event loop of"
+        return waits
+
+    def report(self, closing: _Entry) -> DeadlockError:
+        """The error for ``closing``: the cycle from it back to it."""
+        view = self.view
+        stuck = self.stuck()
+        steps: list[str] = []
+        fix = _FIX_SERIAL
+        entry = closing
+        seen: set[_Entry] = set()
+
+        def next_of(waits: dict[_Entry, str]) -> _Entry:
+            return closing if closing in waits else next(iter(waits.keys() & stuck))
+
+        def name(entry: _Entry) -> str:
+            return "this very call." if entry is closing else f"{_short(entry.call)},"
+
+        while entry not in seen:
+            seen.add(entry)
+            holders = self.holders(entry) or []
+            if len(holders) == 1:
+                worker = holders[0][0]
+                waits = self.waits(holders[0])
+                following = next_of(waits)
+                steps.append(
+                    f"it waits for {view.describe_target(entry.target)} "
+                    f"({view.describe_worker(worker)}),"
+                )
+                steps.append(f"which is running {_chain(_calls.bridge_call_running_on(worker))},")
+                steps.append(f"{waits[following]} {name(following)}")
+                if "event loop" in waits[following]:
+                    fix = _FIX_FOREIGN
+                entry = following
+                continue
+            fix = _FIX_POOL
+            steps.append(
+                f"it waits for {view.describe_target(entry.target)}, whose {len(holders)} "
+                "workers each wait for a call queued there:"
+            )
+            shown = holders[:_HOLDERS_SHOWN]
+            for holder in shown:
+                waits = self.waits(holder)
+                following = next_of(waits)
+                running = _calls.bridge_call_running_on(holder[0])
+                steps.append(
+                    f"{view.describe_worker(holder[0])} is running {_chain(running)}, "
+                    f"{waits[following]} {name(following)}"
+                )
+            if len(holders) > len(shown):
+                steps.append(f"and {len(holders) - len(shown)} more workers, waiting likewise.")
+            break
+        return DeadlockError(f"{_short(closing.call)} can never run:", steps, fix)
+
+
+def _awaited_entries(task: Any, by_task: dict[Any, _Entry]) -> list[_Entry]:
+    """The queued calls ``task`` waits for, through the tasks and gathers it awaits."""
+    found = []
+    todo = [task]
+    seen: set[int] = set()
+    while todo:
+        current = todo.pop()
+        if id(current) in seen or len(seen) > 1000:
+            continue
+        seen.add(id(current))
+        entry = by_task.get(current)
+        if entry is not None:
+            found.append(entry)
+            continue
+        waited = getattr(current, "_fut_waiter", None)
+        if waited is None:
+            continue
+        if isinstance(waited, asyncio.Task):
+            todo.append(waited)
+        else:
+            # asyncio.gather's future waits for all of its children.
+            todo.extend(getattr(waited, "_children", ()))
+    return found
+
+
+# -- reading a blocked stack ---------------------------------------------------------
+
+_THREADING_FILE = threading.__file__
+_FUTURES_DIR = os.path.dirname(concurrent.futures.__file__)
+_FUTURES_BASE = os.path.join(_FUTURES_DIR, "_base.py")
+_FUTURES_THREAD = os.path.join(_FUTURES_DIR, "thread.py")
+_BRIDGE_FRAMES = frozenset({"SyncToAsync.thread_handler", "_call_with_context_restored"})
+
+
+def _library_file(filename: str) -> bool:
+    # Frames a wait passes through on its way down: the waiting primitives.
+    return (
+        filename == _THREADING_FILE
+        or filename.startswith(_FUTURES_DIR)
+        or f"{os.sep}gevent{os.sep}" in filename
+    )
+
+
+def _foreign_wait(frame: FrameType | None) -> tuple[str, Any, str] | None:
+    """What a worker's stack is blocked in, if it is a wait this module can follow.
+
+    ``("thread", thread, where)`` for ``Thread.join()``, ``("future", future,
+    where)`` for ``Future.result()``, ``("greenlet", greenlet, where)`` for a
+    gevent greenlet's ``join()``/``get()``; each without a timeout.
+    """
+    innermost = frame
+    while frame is not None and _library_file(frame.f_code.co_filename):
+        code = frame.f_code
+        if code.co_filename == _THREADING_FILE and code.co_name == "join":
+            thread = frame.f_locals.get("self")
+            if isinstance(thread, threading.Thread) and frame.f_locals.get("timeout") is None:
+                return "thread", thread, _site(frame.f_back)
+            return None
+        if code.co_filename == _FUTURES_BASE and code.co_name in ("result", "exception"):
+            future = frame.f_locals.get("self")
+            if future is not None and frame.f_locals.get("timeout") is None:
+                return "future", future, _site(frame.f_back)
+            return None
+        frame = frame.f_back
+    if frame is None or frame is not innermost or frame.f_code.co_qualname in _BRIDGE_FRAMES:
+        return None
+    # A compiled wait (gevent's Greenlet.join) leaves no frame of its own: the
+    # caller's frame is innermost, stopped at the call. Read what it calls.
+    greenlet_type = _gevent_greenlet_type()
+    if greenlet_type is None:
+        return None
+    target = _called_method(frame, ("join", "get"))
+    if isinstance(target, greenlet_type):
+        return "greenlet", target, _site(frame)
+    return None
+
+
+def _gevent_greenlet_type() -> type | None:
+    module = sys.modules.get("gevent")
+    return getattr(module, "Greenlet", None) if module is not None else None
+
+
+def _called_method(frame: FrameType, names: tuple[str, ...]) -> Any:
+    """The object whose method (one of ``names``) ``frame`` is calling with no
+    arguments, as in ``name.join()``; None if it is anything else."""
+    instructions = [i for i in dis.get_instructions(frame.f_code) if i.opname not in _NOISE]
+    at = None
+    for index, instruction in enumerate(instructions):
+        if instruction.offset <= frame.f_lasti:
+            at = index
+        else:
+            break
+    if at is None:
+        return None
+    # Back from the call: the method load, then the load of its object.
+    index = at
+    while index >= 0 and not instructions[index].opname.startswith("CALL"):
+        index -= 1
+    if index < 2 or instructions[index].arg not in (0, None):
+        return None
+    method, owner = instructions[index - 1], instructions[index - 2]
+    if method.opname not in ("LOAD_ATTR", "LOAD_METHOD") or method.argval not in names:
+        return None
+    if owner.opname in ("LOAD_FAST", "LOAD_FAST_BORROW", "LOAD_FAST_CHECK", "LOAD_DEREF"):
+        return frame.f_locals.get(owner.argval)
+    if owner.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
+        return frame.f_globals.get(str(owner.argval).replace(" + NULL", ""))
+    return None
+
+
+_NOISE = frozenset({"CACHE", "PRECALL", "PUSH_NULL", "KW_NAMES", "EXTENDED_ARG", "NOP"})
+
+
+def _runs_future(frame: FrameType | None, future: Any) -> bool:
+    """Whether the stack from ``frame`` runs ``future``'s ThreadPoolExecutor job."""
+    depth = 0
+    while frame is not None and depth < 400:
+        code = frame.f_code
+        if code.co_filename == _FUTURES_THREAD and code.co_name == "run":
+            item = frame.f_locals.get("self")
+            return getattr(item, "future", None) is future
+        frame = frame.f_back
+        depth += 1
+    return False
+
+
+def _after_fork_in_child() -> None:
+    global _lock, _suspects
+    _lock = threading.Lock()
+    _entries.clear()
+    behind.clear()
+    awaiting.clear()
+    _suspects = frozenset()
+    _views.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
