@@ -192,19 +192,37 @@ def watch(
     target = behind.pop(work, None)
     if target is None or call._state != _calls._QUEUED:
         return
+    try:
+        error = _register(hub, call, target, pending, loop)
+    except Exception:  # a diagnostic must never break the call
+        _log.debug("asgigreen deadlock check failed", exc_info=True)
+        return
+    if error is not None:
+        raise error
+
+
+def _register(
+    hub: Any,
+    call: _calls.BridgeCall,
+    target: Any,
+    pending: asyncio.Future[Any],
+    loop: asyncio.AbstractEventLoop,
+) -> DeadlockError | None:
     view = _view_of(hub)
     if view is None:
-        return
+        return None
     entry = _Entry(call, target, loop, pending, hub.worker_id(), view.current_worker())
-    holders = view.holders(target)
-    if view.slots(target) == 1 and holders and holders[0][0] == entry.waiter_id:
-        if _withdraw(entry):
+    if view.slots(target) == 1:
+        holders = view.holders(target)
+        if holders and holders[0][0] == entry.waiter_id:
+            if not _withdraw(entry):
+                return None
             pending.cancel()
-            raise _own_loop_error(view, entry)
-        return
+            return _own_loop_error(view, entry)
     with _lock:
         _entries[call] = entry
     view.arm(CHECK_INTERVAL)
+    return None
 
 
 def _withdraw(entry: _Entry) -> bool:
@@ -237,15 +255,17 @@ def process_worker_in_use(hub: Any, func: Callable[..., Any], caller: FrameType)
     running on the process-wide worker (an event loop started inside it
     without ``async_to_sync``).
     """
-    view = _view_of(hub)
     holder = None
     worker = "the process-wide thread-sensitive worker"
-    if view is not None:
-        target = view.process_worker()
-        holders = view.holders(target) if target is not None else None
-        if holders:
+    try:
+        view = _view_of(hub)
+        target = view.process_worker() if view is not None else None
+        holders = view.holders(target) if view is not None and target is not None else None
+        if view is not None and holders:
             holder = _calls.bridge_call_running_on(holders[0][0])
             worker = f"{worker} ({view.describe_worker(holders[0][0])})"
+    except Exception:  # the error is raised anyway, naming less
+        _log.debug("asgigreen deadlock report failed", exc_info=True)
     steps = [
         f"it would wait for {worker},",
         f"which is running {_chain(holder)}," if holder is not None else "which is busy,",
@@ -264,7 +284,10 @@ def process_worker_in_use(hub: Any, func: Callable[..., Any], caller: FrameType)
 def own_worker_error() -> DeadlockError:
     """asgiref's error for a call sent to the parked caller by that caller's own worker."""
     here = _calls.current_bridge_call()
-    new = _submitting_call()
+    try:
+        new = _submitting_call()
+    except Exception:  # the error is raised anyway, naming less
+        new = None
     what = _short(new) if new is not None else "a thread-sensitive sync_to_async call"
     steps = [
         "it would run on the worker parked in async_to_sync, which is this very worker:",
@@ -392,8 +415,10 @@ class _ThreadsView(_View):
         return int(target._max_workers)
 
     def holders(self, target: Any) -> list[_Holder] | None:
-        threads = list(target._threads)
-        if target._idle > 0 or len(threads) < target._max_workers:
+        with target._lock:
+            threads = list(target._threads)
+            idle = target._idle
+        if idle > 0 or len(threads) < target._max_workers:
             return None
         frames = self._frames
         return [(t.ident, frames.get(t.ident)) for t in threads if t.ident is not None]
@@ -483,9 +508,12 @@ class _GeventView(_View):
 
 def _native_ident() -> int:
     monkey = sys.modules.get("gevent.monkey")
-    if monkey is not None:
-        return int(monkey.get_original("_thread", "get_ident")())
-    return threading.get_ident()
+    if monkey is None:
+        return threading.get_ident()
+    global _native_ident
+    get_ident: Callable[[], int] = monkey.get_original("_thread", "get_ident")
+    _native_ident = get_ident
+    return get_ident()
 
 
 _views: dict[int, _View | None] = {}
@@ -679,7 +707,11 @@ class _Graph:
                 how = f"blocked joining greenlet {id(obj):#x} at {where}"
             else:
                 continue
-            waits[entry] = f"{how}, which runs the event loop of"
+            # The loop must be running to complete a task that waits for the
+            # call (a loop that runs on and stops, without waiting for it,
+            # would let the thread end).
+            if _main_task_awaits(self.view.waiter_frame(entry), entry, self.by_task):
+                waits[entry] = f"{how}, which runs the event loop of"
         return waits
 
     def report(self, closing: _Entry) -> DeadlockError:
@@ -847,6 +879,27 @@ def _called_method(frame: FrameType, names: tuple[str, ...]) -> Any:
 _NOISE = frozenset({"CACHE", "PRECALL", "PUSH_NULL", "KW_NAMES", "EXTENDED_ARG", "NOP"})
 
 
+def _main_task_awaits(frame: FrameType | None, entry: _Entry, by_task: dict[Any, _Entry]) -> bool:
+    """Whether the stack from ``frame`` is in ``run_until_complete()`` of the
+    entry's loop, for a task that waits for the entry's call."""
+    depth = 0
+    while frame is not None and depth < 400:
+        code = frame.f_code
+        if (
+            code.co_name == "run_until_complete"
+            and code.co_filename == _BASE_EVENTS
+            and frame.f_locals.get("self") is entry.loop
+        ):
+            main = frame.f_locals.get("future")
+            return main is not None and entry in _awaited_entries(main, by_task)
+        frame = frame.f_back
+        depth += 1
+    return False
+
+
+_BASE_EVENTS = asyncio.base_events.__file__
+
+
 def _runs_future(frame: FrameType | None, future: Any) -> bool:
     """Whether the stack from ``frame`` runs ``future``'s ThreadPoolExecutor job."""
     depth = 0
@@ -863,9 +916,10 @@ def _runs_future(frame: FrameType | None, future: Any) -> bool:
 def _after_fork_in_child() -> None:
     global _lock, _suspects
     _lock = threading.Lock()
+    # The hub's queues start empty in the child; calls in progress on
+    # greenlets carried over keep their async_to_sync records.
     _entries.clear()
     behind.clear()
-    awaiting.clear()
     _suspects = frozenset()
     _views.clear()
 

@@ -348,3 +348,39 @@ async def test_a_timeout_on_the_join_is_not_a_deadlock() -> None:
             break
         await asyncio.sleep(0.02)
     assert ran == ["leaf"]
+
+
+@pytest.mark.asyncio
+async def test_a_joined_loop_that_stops_without_waiting_for_the_call_is_not_reported() -> None:
+    # The thread's loop runs a task that waits for a call queued behind the
+    # joining worker, but the loop stops on its own: the join returns, and the
+    # call runs afterwards.
+    def run_loop_until_stopped() -> tuple[asyncio.AbstractEventLoop, asyncio.Task[str]]:
+        loop = asyncio.new_event_loop()
+        tasks: list[asyncio.Task[str]] = []
+
+        def run() -> None:
+            # The task made here, in the thread's own (empty) context.
+            tasks.append(loop.create_task(loop_main()))
+            loop.call_later(0.6, loop.stop)
+            loop.run_forever()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join()
+        return loop, tasks[0]
+
+    loop, task = await sync_to_async(run_loop_until_stopped)()
+    for _ in range(100):
+        if ran:
+            break
+        await asyncio.sleep(0.02)
+    assert ran == ["leaf"]
+
+    def finish() -> str:
+        try:
+            return loop.run_until_complete(task)
+        finally:
+            loop.close()
+
+    assert await sync_to_async(finish, thread_sensitive=False)() == "leaf ran"
