@@ -52,8 +52,6 @@ queues costs a record, a few microseconds.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import dis
 import logging
 import os
 import sys
@@ -63,7 +61,7 @@ from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any
 
-from . import _calls
+from . import _calls, _stacks
 
 __all__ = ["CHECK_INTERVAL", "CONFIRM_DELAY", "DeadlockError"]
 
@@ -275,7 +273,7 @@ def process_worker_in_use(hub: Any, func: Callable[..., Any], caller: FrameType)
     ]
     return DeadlockError(
         "Single thread executor already being used, would deadlock: "
-        f"sync_to_async({_name(func)}) from {_site(caller)} can never run:",
+        f"sync_to_async({_name(func)}) from {_stacks.site(caller)} can never run:",
         steps,
         _FIX_OWN_LOOP,
     )
@@ -326,13 +324,6 @@ def _name(func: Any) -> str:
     module = getattr(func, "__module__", None)
     name = getattr(func, "__qualname__", None) or type(func).__qualname__
     return f"{module}.{name}" if isinstance(module, str) else str(name)
-
-
-def _site(frame: FrameType | None) -> str:
-    if frame is None:
-        return "<unknown>"
-    code = frame.f_code
-    return f"{code.co_filename}:{frame.f_lineno} in {code.co_qualname}"
 
 
 def _short(call: _calls.BridgeCall) -> str:
@@ -691,26 +682,28 @@ class _Graph:
                 return {}
             return {
                 entry: "parked there until its coroutine's task ends, and that task waits for"
-                for entry in _awaited_entries(task, self.by_task)
+                for entry in _stacks.awaited(task, self.by_task)
             }
-        found = _foreign_wait(frame)
-        if found is None:
+        wait = _stacks.blocked_in(frame)
+        if wait is None:
             return {}
-        kind, obj, where = found
+        target, where = wait.target, wait.where
         waits: dict[_Entry, str] = {}
         for entry in self.entries:
-            if kind == "thread" and obj.ident == entry.waiter_id:
-                how = f"blocked in Thread.join() at {where}, on thread {obj.name!r}"
-            elif kind == "future" and _runs_future(self.view.waiter_frame(entry), obj):
+            waiter_frame = self.view.waiter_frame(entry)
+            if wait.kind == "thread" and target.ident == entry.waiter_id:
+                how = f"blocked in Thread.join() at {where}, on thread {target.name!r}"
+            elif wait.kind == "future" and _stacks.runs_future(waiter_frame, target):
                 how = f"blocked in Future.result() at {where}, on a ThreadPoolExecutor job"
-            elif kind == "greenlet" and obj is entry.waiter:
-                how = f"blocked joining greenlet {id(obj):#x} at {where}"
+            elif wait.kind == "greenlet" and target is entry.waiter:
+                how = f"blocked joining greenlet {id(target):#x} at {where}"
             else:
                 continue
-            # The loop must be running to complete a task that waits for the
-            # call (a loop that runs on and stops, without waiting for it,
-            # would let the thread end).
-            if _main_task_awaits(self.view.waiter_frame(entry), entry, self.by_task):
+            # That thread's loop must be running for a task that waits for the
+            # call: one that runs on and stops without waiting for it would
+            # let the thread end.
+            main = _stacks.loop_main_task(waiter_frame, entry.loop)
+            if main is not None and entry in _stacks.awaited(main, self.by_task):
                 waits[entry] = f"{how}, which runs the event loop of"
         return waits
 
@@ -764,153 +757,6 @@ class _Graph:
                 steps.append(f"and {len(holders) - len(shown)} more workers, waiting likewise.")
             break
         return DeadlockError(f"{_short(closing.call)} can never run:", steps, fix)
-
-
-def _awaited_entries(task: Any, by_task: dict[Any, _Entry]) -> list[_Entry]:
-    """The queued calls ``task`` waits for, through the tasks and gathers it awaits."""
-    found = []
-    todo = [task]
-    seen: set[int] = set()
-    while todo:
-        current = todo.pop()
-        if id(current) in seen or len(seen) > 1000:
-            continue
-        seen.add(id(current))
-        entry = by_task.get(current)
-        if entry is not None:
-            found.append(entry)
-            continue
-        waited = getattr(current, "_fut_waiter", None)
-        if waited is None:
-            continue
-        if isinstance(waited, asyncio.Task):
-            todo.append(waited)
-        else:
-            # asyncio.gather's future waits for all of its children.
-            todo.extend(getattr(waited, "_children", ()))
-    return found
-
-
-# -- reading a blocked stack ---------------------------------------------------------
-
-_THREADING_FILE = threading.__file__
-_FUTURES_DIR = os.path.dirname(concurrent.futures.__file__)
-_FUTURES_BASE = os.path.join(_FUTURES_DIR, "_base.py")
-_FUTURES_THREAD = os.path.join(_FUTURES_DIR, "thread.py")
-_BRIDGE_FRAMES = frozenset({"SyncToAsync.thread_handler", "_call_with_context_restored"})
-
-
-def _library_file(filename: str) -> bool:
-    # Frames a wait passes through on its way down: the waiting primitives.
-    return (
-        filename == _THREADING_FILE
-        or filename.startswith(_FUTURES_DIR)
-        or f"{os.sep}gevent{os.sep}" in filename
-    )
-
-
-def _foreign_wait(frame: FrameType | None) -> tuple[str, Any, str] | None:
-    """What a worker's stack is blocked in, if it is a wait this module can follow.
-
-    ``("thread", thread, where)`` for ``Thread.join()``, ``("future", future,
-    where)`` for ``Future.result()``, ``("greenlet", greenlet, where)`` for a
-    gevent greenlet's ``join()``/``get()``; each without a timeout.
-    """
-    innermost = frame
-    while frame is not None and _library_file(frame.f_code.co_filename):
-        code = frame.f_code
-        if code.co_filename == _THREADING_FILE and code.co_name == "join":
-            thread = frame.f_locals.get("self")
-            if isinstance(thread, threading.Thread) and frame.f_locals.get("timeout") is None:
-                return "thread", thread, _site(frame.f_back)
-            return None
-        if code.co_filename == _FUTURES_BASE and code.co_name in ("result", "exception"):
-            future = frame.f_locals.get("self")
-            if future is not None and frame.f_locals.get("timeout") is None:
-                return "future", future, _site(frame.f_back)
-            return None
-        frame = frame.f_back
-    if frame is None or frame is not innermost or frame.f_code.co_qualname in _BRIDGE_FRAMES:
-        return None
-    # A compiled wait (gevent's Greenlet.join) leaves no frame of its own: the
-    # caller's frame is innermost, stopped at the call. Read what it calls.
-    greenlet_type = _gevent_greenlet_type()
-    if greenlet_type is None:
-        return None
-    target = _called_method(frame, ("join", "get"))
-    if isinstance(target, greenlet_type):
-        return "greenlet", target, _site(frame)
-    return None
-
-
-def _gevent_greenlet_type() -> type | None:
-    module = sys.modules.get("gevent")
-    return getattr(module, "Greenlet", None) if module is not None else None
-
-
-def _called_method(frame: FrameType, names: tuple[str, ...]) -> Any:
-    """The object whose method (one of ``names``) ``frame`` is calling with no
-    arguments, as in ``name.join()``; None if it is anything else."""
-    instructions = [i for i in dis.get_instructions(frame.f_code) if i.opname not in _NOISE]
-    at = None
-    for index, instruction in enumerate(instructions):
-        if instruction.offset <= frame.f_lasti:
-            at = index
-        else:
-            break
-    if at is None:
-        return None
-    # Back from the call: the method load, then the load of its object.
-    index = at
-    while index >= 0 and not instructions[index].opname.startswith("CALL"):
-        index -= 1
-    if index < 2 or instructions[index].arg not in (0, None):
-        return None
-    method, owner = instructions[index - 1], instructions[index - 2]
-    if method.opname not in ("LOAD_ATTR", "LOAD_METHOD") or method.argval not in names:
-        return None
-    if owner.opname in ("LOAD_FAST", "LOAD_FAST_BORROW", "LOAD_FAST_CHECK", "LOAD_DEREF"):
-        return frame.f_locals.get(owner.argval)
-    if owner.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
-        return frame.f_globals.get(str(owner.argval).replace(" + NULL", ""))
-    return None
-
-
-_NOISE = frozenset({"CACHE", "PRECALL", "PUSH_NULL", "KW_NAMES", "EXTENDED_ARG", "NOP"})
-
-
-def _main_task_awaits(frame: FrameType | None, entry: _Entry, by_task: dict[Any, _Entry]) -> bool:
-    """Whether the stack from ``frame`` is in ``run_until_complete()`` of the
-    entry's loop, for a task that waits for the entry's call."""
-    depth = 0
-    while frame is not None and depth < 400:
-        code = frame.f_code
-        if (
-            code.co_name == "run_until_complete"
-            and code.co_filename == _BASE_EVENTS
-            and frame.f_locals.get("self") is entry.loop
-        ):
-            main = frame.f_locals.get("future")
-            return main is not None and entry in _awaited_entries(main, by_task)
-        frame = frame.f_back
-        depth += 1
-    return False
-
-
-_BASE_EVENTS = asyncio.base_events.__file__
-
-
-def _runs_future(frame: FrameType | None, future: Any) -> bool:
-    """Whether the stack from ``frame`` runs ``future``'s ThreadPoolExecutor job."""
-    depth = 0
-    while frame is not None and depth < 400:
-        code = frame.f_code
-        if code.co_filename == _FUTURES_THREAD and code.co_name == "run":
-            item = frame.f_locals.get("self")
-            return getattr(item, "future", None) is future
-        frame = frame.f_back
-        depth += 1
-    return False
 
 
 def _after_fork_in_child() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -384,3 +385,42 @@ async def test_a_joined_loop_that_stops_without_waiting_for_the_call_is_not_repo
             loop.close()
 
     assert await sync_to_async(finish, thread_sensitive=False)() == "leaf ran"
+
+
+# -- reading a blocked stack ---------------------------------------------------------
+
+
+class _Joinable:
+    """Reports which object its caller's frame is calling, as a wait would be read."""
+
+    def join(self, *args: Any) -> Any:
+        from asgigreen._stacks import called_without_arguments
+
+        return called_without_arguments(sys._getframe(1), ("join", "get"))
+
+    get = join
+    other = join
+
+
+_module_joinable = _Joinable()
+
+
+def test_reading_which_object_a_stopped_frame_calls() -> None:
+    # How a greenlet's join(), which leaves no frame, is read on the gevent hub.
+    # (Calls outside assert statements, whose bytecode pytest rewrites.)
+    local = _Joinable()
+    joined, got = local.join(), local.get()
+    assert joined is local
+    assert got is local
+
+    def inner() -> Any:
+        return local.join()
+
+    from_closure = inner()
+    assert from_closure is local
+    from_global = _module_joinable.join()
+    assert from_global is _module_joinable
+    # A timeout, or another method, is not a wait that can be followed.
+    with_timeout, other = local.join(5), local.other()
+    assert with_timeout is None
+    assert other is None
