@@ -190,6 +190,20 @@ async def test_process_wide_worker_joining_a_thread_that_runs_a_loop() -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_cycle_is_found_after_calls_have_queued_on_the_worker() -> None:
+    # Calls that waited in line for the worker must not leave it looking idle.
+    def briefly() -> None:
+        time.sleep(0.05)
+
+    await asyncio.gather(*(sync_to_async(briefly)() for _ in range(4)))
+    took = Clock()
+    result = await sync_to_async(join_thread_running_loop)()  # site: outer join again
+    assert isinstance(result, DeadlockError), result
+    assert took() < LIMIT
+    assert_names(result, "leaf", "outer join again", "join")
+
+
+@pytest.mark.asyncio
 async def test_context_worker_joining_a_thread_that_inherited_the_context() -> None:
     async with ThreadSensitiveContext():
         took = Clock()
@@ -319,17 +333,11 @@ async def test_a_full_pool_of_calls_that_end_on_their_own_is_not_reported(
     small_pool: int,
 ) -> None:
     def slow() -> str:
-        time.sleep(0.3) if hubs.get_hub().name == "threads" else _green_sleep(0.3)
+        time.sleep(0.3)  # gevent's under gevent.monkey
         return "slow"
 
     calls = [sync_to_async(slow, thread_sensitive=False)() for _ in range(small_pool * 3)]
     assert await asyncio.gather(*calls) == ["slow"] * (small_pool * 3)
-
-
-def _green_sleep(seconds: float) -> None:
-    import gevent
-
-    gevent.sleep(seconds)
 
 
 @pytest.mark.asyncio
