@@ -16,37 +16,53 @@ What is detected, and nothing else:
   call queued on a thread-sensitive worker (the process-wide one or a
   :class:`~asgigreen.sync.ThreadSensitiveContext`'s) from an event loop
   running on that same worker, inside the call it is running (a sync
-  function that started ``asyncio.run()`` instead of ``async_to_sync``).
-  Certain, so raised at once, as the call is queued.
+  function that started ``asyncio.run()`` instead of using
+  ``async_to_sync``). Certain, so raised at once, as the call is queued.
+  asgiref's two errors for this shape, "Single thread executor already
+  being used, would deadlock" (a call made in a context inherited from the
+  call holding the process-wide worker, raised as asgiref raises it) and
+  "You cannot submit onto CurrentThreadExecutor from its own thread", keep
+  their first words and are :class:`DeadlockError` too, naming the call
+  that holds the worker.
 * **A thread-sensitive worker waiting for a thread or greenlet that waits
   for it.** The worker runs a sync function blocked, with no timeout, in
   ``Thread.join()``, ``concurrent.futures.Future.result()`` (a
   ``ThreadPoolExecutor`` job), or on the gevent hub a greenlet's ``join()``
-  or ``get()`` called directly on a local name (``g.join()``, read from the
-  caller's bytecode), and the thread, job or greenlet it waits for runs the
-  event loop from which a call queued on that worker was made.
+  or ``get()`` called on a plain name (``g.join()``, read from the caller's
+  bytecode, as gevent's compiled join leaves no frame); the thread, job or
+  greenlet waited for is in ``run_until_complete()`` (``asyncio.run()``)
+  of an event loop whose main task waits, itself or through the tasks and
+  ``gather`` it awaits, for a call queued on that worker.
 * **A bound used up by calls that wait on each other.** Every greenlet the
   gevent hub allows ``thread_sensitive=False`` calls (``max_greenlets``), or
   every thread of the threads hub's default pool, runs a call parked in
   ``async_to_sync`` whose coroutine's task (or a task or ``gather`` it
   awaits) waits for a call queued on that same full pool.
 
-Waits are followed only through what is listed: a task awaiting a plain
-future, an ``asyncio.Event``, ``asyncio.wait()`` or a ``TaskGroup``; a
-thread blocked on a lock, a queue or a socket; executors that are not the
-hub's own (an ``executor=`` given, a loop's own default executor, the gevent
-hub's native threads) end the search, and then nothing is reported: a call
-that legitimately takes long is never reported. A cycle that a timeout will
-break (``asyncio.wait_for`` around the queued call) is reported anyway: the
-call could not run before the timeout.
+Waits are followed through nothing else: a task awaiting a plain future,
+an ``asyncio.Event``, ``asyncio.wait()`` or a ``TaskGroup``; a thread
+blocked on a lock, a queue or a socket, or waiting with a timeout; a loop in
+``run_forever()``; executors that are not the hub's own (an ``executor=``
+given, a loop's own default executor, the gevent hub's native threads) end
+the search, and nothing is reported: a call that legitimately takes long is
+never reported. A cycle that a timeout will break (``asyncio.wait_for``
+around the queued call) is reported anyway: the call could not have run
+before the timeout.
 
-The other cycles are checked by one watchdog (a thread on the threads hub,
-a timer of gevent's hub on the gevent hub) that runs only while some call is
-queued behind a busy worker or a full pool: :data:`CHECK_INTERVAL` seconds
-after the first such call and as long as any is queued, each cycle found
-being confirmed by a second look :data:`CONFIRM_DELAY` later before it is
-reported. A call that does not have to queue costs nothing here; one that
-queues costs a record, a few microseconds.
+The first shape is checked as the call queues; the others by one watchdog
+(a thread on the threads hub, a timer of gevent's hub on the gevent hub)
+that runs only while some call is queued behind a busy worker or a full
+pool: :data:`CHECK_INTERVAL` seconds after the first such call and as long
+as any is queued, each cycle it finds confirmed by a second look
+:data:`CONFIRM_DELAY` later. So a cycle is reported within about half a
+second. Of a pool's cycle one call is withdrawn, which is enough to break
+it: the call that made it (the newest).
+
+Cost: a call that needn't queue pays one look at an empty dict (about
+10 ns; ``async_to_sync`` about 45 ns more, for its record); a queued call,
+a record of a few microseconds; while calls are queued, a look every
+:data:`CHECK_INTERVAL` of about a microsecond per queued call (measured: a
+mean of 0.8 ms, at most 3 ms, with 1000 calls queued for 10 greenlets).
 """
 
 from __future__ import annotations
@@ -80,14 +96,25 @@ _monotonic = time.monotonic
 class DeadlockError(RuntimeError):
     """A bridge call can never complete: what it waits for waits for it.
 
-    Raised where the call that closed the cycle was made (the ``await`` of a
-    ``sync_to_async`` call, for most), instead of hanging. That call was
-    withdrawn and never runs; the rest of the process goes on. The message
-    is the report: each worker on the cycle, the call it runs and its call
-    site, what it waits for, and the fix. A subclass of ``RuntimeError``, as
-    asgiref's "would deadlock" error is.
+    Raised where asgiref would hang, or say "would deadlock" without the
+    cause: for a ``sync_to_async`` call queued on a thread-sensitive worker
+    that is running the event loop the call was made from, or is blocked in
+    ``Thread.join()``, ``Future.result()`` or a gevent greenlet's ``join()``
+    on the thread running that loop; and for a call queued on a full pool
+    (the gevent hub's ``max_greenlets``, the threads hub's default pool)
+    whose every worker is parked in ``async_to_sync`` waiting for calls
+    queued there. It comes at once, or within about half a second, where the
+    call that closed the cycle was awaited; that call is withdrawn and never
+    runs, and the rest of the process goes on. Waits that can't be read for
+    sure (locks, queues, timeouts, other executors) are never guessed at:
+    such cycles still hang.
 
-    ``cycle``: the report's steps, one line each. ``fix``: what to change.
+    The message is the report: each worker on the cycle, the call it runs
+    and its call site, what it waits for, and the fix. A ``RuntimeError``, as
+    asgiref's errors for these cases are.
+
+    ``summary``: the message's first line; ``cycle``: its steps, one line
+    each; ``fix``: what to change.
     """
 
     def __init__(self, summary: str, cycle: Iterable[str], fix: str) -> None:

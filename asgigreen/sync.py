@@ -552,6 +552,9 @@ class SyncToAsync(Generic[_P, _R], metaclass=_SyncToAsyncType):
     every greenlet. Thread-sensitive calls still share one such thread per
     worker. ``None`` follows the hub's setting; the threads hub always uses
     real threads.
+
+    A call that can never run, because the worker it waits for waits for it,
+    raises :class:`DeadlockError` naming the cycle instead of hanging.
     """
 
     #: Per worker: the event loop (and its pid) of the call running there,
