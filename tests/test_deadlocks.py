@@ -341,6 +341,20 @@ async def test_a_full_pool_of_calls_that_end_on_their_own_is_not_reported(
 
 
 @pytest.mark.asyncio
+async def test_a_joined_thread_that_uses_async_to_sync_is_no_cycle() -> None:
+    # Its thread-sensitive calls run on the thread itself, parked in
+    # async_to_sync, not on the worker that joins it.
+    def join_thread_using_async_to_sync() -> Any:
+        outcome: list[Any] = []
+        thread = threading.Thread(target=lambda: outcome.append(async_to_sync(loop_main)()))
+        thread.start()
+        thread.join()
+        return outcome[0]
+
+    assert await sync_to_async(join_thread_using_async_to_sync)() == "leaf ran"
+
+
+@pytest.mark.asyncio
 async def test_a_timeout_on_the_join_is_not_a_deadlock() -> None:
     # The sync function gives up on the thread after a while: no cycle.
     def join_with_timeout() -> str:
