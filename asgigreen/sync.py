@@ -56,10 +56,11 @@ _queued_behind = _deadlock.behind
 _awaiting = _deadlock.awaiting
 
 
-def _caller_frame() -> FrameType:
-    # The frame that called the bridge; the bridge's own frame when nothing
-    # did (a greenlet whose run is the bridge itself has no caller).
-    bridge = sys._getframe(1)
+def _caller_frame(depth: int = 1) -> FrameType:
+    # The frame that called the bridge, which is ``depth`` frames up (2 from
+    # a helper of the bridge); the bridge's own frame when nothing did (a
+    # greenlet whose run is the bridge itself has no caller).
+    bridge = sys._getframe(depth)
     return bridge.f_back or bridge
 
 
@@ -690,8 +691,8 @@ class SyncToAsync(Generic[_P, _R], metaclass=_SyncToAsyncType):
         ):
             raise RuntimeError(_MIXED_BRIDGES_MESSAGE.format(outer="asgiref", inner="asgigreen"))
         if self.deadlock_context.get(False):
-            # Frame 2: the caller of __call__, as the call records name it.
-            raise _deadlock.process_worker_in_use(hubs.get_hub(), self.func, sys._getframe(2))
+            # The caller of __call__, as the call records name it.
+            raise _deadlock.process_worker_in_use(hubs.get_hub(), self.func, _caller_frame(2))
         self.deadlock_context.set(True)
         return SyncToAsync.single_thread_executor
 
