@@ -543,7 +543,9 @@ def test_gunicorn_gevent_views_blocking_in_psycopg2_and_time_sleep(
     for record in found:
         report = record["report"]
         assert record["level"] == "WARNING"
-        assert 200 <= report["duration_ms"] <= 1000, report
+        # A 300 ms block, read at most one 100 ms threshold short, in whole
+        # milliseconds taken by the monitor thread: 199 has been seen.
+        assert 190 <= report["duration_ms"] <= 1000, report
         assert "no bridge call" in report["started_by"], report
         assert "pg_view" in report["started_by"] or "sleep_view" in report["started_by"]
         assert "run_in_real_thread" in report["fix"]
