@@ -159,6 +159,27 @@ def pytest_runtest_protocol(
         watchdog.disarm()
 
 
+# A test that pytest-timeout stopped leaves behind whatever it was stuck in:
+# the process-wide thread-sensitive worker, say, which every later
+# thread-sensitive call would then queue behind for a full timeout each, so
+# the run would spend its whole time limit on one fault and end with no
+# report. The run stops after such a test instead, with its report.
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed and call.excinfo is not None and _TIMED_OUT in str(call.excinfo.value):
+        item.session.shouldstop = (
+            f"{item.nodeid} timed out; later tests would wait behind what it left stuck"
+        )
+    return report
+
+
+# What pytest-timeout's failure says.
+_TIMED_OUT = "from pytest-timeout"
+
+
 # -- Django on SQLite -----------------------------------------------------------
 
 
