@@ -31,6 +31,7 @@ __all__ = [
     "KINDS",
     "BridgeCall",
     "bridge_call_running_on",
+    "call_site",
     "current_bridge_call",
 ]
 
@@ -114,12 +115,7 @@ class BridgeCall:
 
     @property
     def site(self) -> str:
-        code = self._code
-        if code.co_filename.startswith(_asyncio_dir):
-            # Awaited by the event loop itself: a task of its own (create_task,
-            # gather). asyncio's debug mode records where tasks are created.
-            return "<an asyncio task>"
-        return f"{code.co_filename}:{_line_of(code, self._lasti)} in {code.co_qualname}"
+        return call_site(self._code, self._lasti)
 
     @property
     def running(self) -> bool:
@@ -149,6 +145,15 @@ class BridgeCall:
 
     def __repr__(self) -> str:
         return f"<BridgeCall {self.describe()}>"
+
+
+def call_site(code: CodeType, lasti: int) -> str:
+    """``path.py:12 in qualname`` for a bridge called from ``code`` at ``lasti``."""
+    if code.co_filename.startswith(_asyncio_dir):
+        # Awaited by the event loop itself: a task of its own (create_task,
+        # gather). asyncio's debug mode records where tasks are created.
+        return "<an asyncio task>"
+    return f"{code.co_filename}:{_line_of(code, lasti)} in {code.co_qualname}"
 
 
 def _line_of(code: CodeType, lasti: int) -> int | str:

@@ -300,7 +300,8 @@ def process_worker_in_use(hub: Any, func: Callable[..., Any], caller: FrameType)
     ]
     return DeadlockError(
         "Single thread executor already being used, would deadlock: "
-        f"sync_to_async({_name(func)}) from {_stacks.site(caller)} can never run:",
+        f"sync_to_async({_name(func)}) from {_calls.call_site(caller.f_code, caller.f_lasti)} "
+        "can never run:",
         steps,
         _FIX_OWN_LOOP,
     )

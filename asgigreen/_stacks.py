@@ -186,7 +186,7 @@ def runs_future(frame: FrameType | None, future: Any) -> bool:
         if code.co_filename == _FUTURES_THREAD and code.co_name == "run":
             # The job's own ``_WorkItem.run``; 3.14 runs it through a
             # ``WorkerContext.run`` frame that holds no future.
-            job = frame.f_locals.get("self")
+            job: Any = frame.f_locals.get("self")
             if hasattr(job, "future"):
                 return job.future is future
         frame = frame.f_back

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
 import sys
 import threading
 import time
@@ -119,6 +120,20 @@ async def test_loop_started_inside_a_call_on_the_process_wide_worker() -> None:
     assert_names(error, "leaf", "outer own loop")
     assert "process-wide thread-sensitive worker" in str(error)
     assert "leaf" not in ran
+    await later_call_succeeds()
+
+
+@pytest.mark.asyncio
+async def test_a_call_awaited_by_a_task_of_its_own_is_named_as_such() -> None:
+    # The bridge's caller is then asyncio's own machinery, which says nothing.
+    async def gathering() -> list[str]:
+        return await asyncio.gather(sync_to_async(leaf)())
+
+    with pytest.raises(DeadlockError) as raised:
+        await sync_to_async(lambda: asyncio.run(gathering()))()
+    message = str(raised.value)
+    assert f"sync_to_async({__name__}.leaf) from <an asyncio task> can never run" in message
+    assert os.path.dirname(asyncio.__file__) not in message
     await later_call_succeeds()
 
 
