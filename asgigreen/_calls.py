@@ -33,6 +33,7 @@ __all__ = [
     "bridge_call_running_on",
     "call_site",
     "current_bridge_call",
+    "running_calls",
 ]
 
 
@@ -318,6 +319,11 @@ def bridge_call_running_on(worker_id: int) -> BridgeCall | None:
     :attr:`BridgeCall.outer` for the calls it is nested in.
     """
     return _running.get(worker_id)
+
+
+def running_calls() -> dict[int, BridgeCall]:
+    """A copy of what :func:`bridge_call_running_on` reads: worker id to innermost call."""
+    return _running.copy()
 
 
 def current_bridge_call() -> BridgeCall | None:

@@ -314,8 +314,11 @@ class _State:
         self._queued: set[Any] = set()  # hubs with a callback queued for when they run
         self._started: weakref.WeakSet[Any] = weakref.WeakSet()  # monitors started while on
         self._watched: weakref.WeakSet[Any] = weakref.WeakSet()  # monitors that sample for us
-        # hub -> (perf_counter, frames): its thread's stack at the monitor's last pass.
-        self._samples: dict[Any, tuple[float, list[_Frame]]] = {}
+        # hub -> (perf_counter, frames, calls): its thread's stack at the
+        # monitor's last pass, and the bridge calls running then. Read
+        # together: by the time a block is reported, the greenlet may have
+        # left the call the stack shows.
+        self._samples: dict[Any, tuple[float, list[_Frame], dict[int, _calls.BridgeCall]]] = {}
         self._saved_config: tuple[Any, Any] | None = None
         self._library_dirs: tuple[str, ...] | None = None
 
@@ -429,7 +432,7 @@ class _State:
         """
         try:
             top = sys._current_frames().get(hub.thread_ident)
-            self._samples[hub] = (time.perf_counter(), _walk(top))
+            self._samples[hub] = (time.perf_counter(), _walk(top), _calls.running_calls())
             del top
         except Exception:
             logger.debug("asgigreen's blocking detection could not sample", exc_info=True)
@@ -491,8 +494,9 @@ class _State:
     def _capture(self, hub: Any, blocker: Any, now: float, period: float) -> _Episode | None:
         sample = self._samples.get(hub)
         if sample is not None and now - sample[0] <= 2 * period + 0.5 and sample[1]:
-            frames = sample[1]
+            _, frames, running = sample
         else:  # none yet (the first pass): the stack now, most likely still the block's
+            running = _calls.running_calls()
             frames = _walk(sys._current_frames().get(hub.thread_ident))
         if not frames:
             return None
@@ -506,7 +510,7 @@ class _State:
         _, _, _, qualname, in_async_code = frames[index]
         # Named as asgigreen._calls names a bridge call's site.
         blocked_at = f"{inner.filename}:{inner.lineno} in {qualname}"
-        call = _calls.bridge_call_running_on(id(blocker))
+        call = running.get(id(blocker))
         if call is not None:
             key = call.site
             started_by = f"{call.kind}({call.func_name}) at {call.site}"
