@@ -20,10 +20,15 @@ def run_to_completion(
         loop.run_until_complete(main())
     finally:
         _cancel_pending(loop)
+        ran_again = False
         if getattr(loop, "_asyncgens", True):
             loop.run_until_complete(loop.shutdown_asyncgens())
+            ran_again = True
         if getattr(loop, "_default_executor", True) is not None:
             loop.run_until_complete(loop.shutdown_default_executor())
+            ran_again = True
+        if ran_again:  # tasks may have been started meanwhile
+            _cancel_pending(loop)
 
 
 def run_on_fresh_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -35,19 +40,35 @@ def run_on_fresh_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         loop.close()
 
 
+# Rounds of cancelling before a loop's leftovers are given up on: each
+# round's tasks may have started others (an async_to_sync call arriving from a
+# worker as the loop ends).
+_CANCEL_ROUNDS = 10
+
+
 def _cancel_pending(loop: asyncio.AbstractEventLoop) -> None:
-    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-    if not pending:
-        return
-    for task in pending:
-        task.cancel()
-    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-    for task in pending:
-        if not task.cancelled() and task.exception() is not None:
-            loop.call_exception_handler(
-                {
-                    "message": "unhandled exception in a task left running by async_to_sync",
-                    "exception": task.exception(),
-                    "task": task,
-                }
-            )
+    """Cancel and await the loop's pending tasks, and those they leave behind.
+
+    A handle still waiting in the loop's ready queue (a task being started
+    from another worker) is run first, so that its task is cancelled too
+    rather than dropped with its caller waiting on it for ever.
+    """
+    for _ in range(_CANCEL_ROUNDS):
+        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        if not pending:
+            if not getattr(loop, "_ready", None):
+                return
+            loop.run_until_complete(asyncio.sleep(0))
+            continue
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        for task in pending:
+            if not task.cancelled() and task.exception() is not None:
+                loop.call_exception_handler(
+                    {
+                        "message": "unhandled exception in a task left running by async_to_sync",
+                        "exception": task.exception(),
+                        "task": task,
+                    }
+                )

@@ -273,7 +273,7 @@ class AsyncToSync(Generic[_P, _R]):
                 self.awaitable(*args, **kwargs),
                 running,
             )
-            if outer_loop is not None and _schedule(outer_loop, awaitable):
+            if outer_loop is not None and _schedule(outer_loop, awaitable, call_result):
                 _wait_cancelling_on_interrupt(current_executor, call_result, running)
             else:
                 self._run_on_new_loop(awaitable, current_executor, running, call_result)
@@ -509,12 +509,30 @@ def _outer_event_loop() -> asyncio.AbstractEventLoop | None:
     return loop
 
 
-def _schedule(loop: asyncio.AbstractEventLoop, awaitable: Coroutine[Any, Any, None]) -> bool:
+def _schedule(
+    loop: asyncio.AbstractEventLoop, awaitable: Coroutine[Any, Any, None], call_result: Future[Any]
+) -> bool:
+    """Start ``awaitable`` as a task of the running ``loop``; False if it closed."""
     try:
-        hubs.get_hub().call_soon_threadsafe(loop, loop.create_task, awaitable)
+        hubs.get_hub().call_soon_threadsafe(loop, _start_task, loop, awaitable, call_result)
     except RuntimeError:
         return False
     return True
+
+
+def _start_task(
+    loop: asyncio.AbstractEventLoop, awaitable: Coroutine[Any, Any, None], call_result: Future[Any]
+) -> None:
+    task = loop.create_task(awaitable)
+
+    # A task cancelled before its first step never runs its coroutine, so
+    # main_wrap can't settle the caller's future: the outer loop's own
+    # shutdown does that to a call that arrives as the loop ends.
+    def settle_if_never_run(_: asyncio.Task[None]) -> None:
+        if not call_result.done():
+            call_result.set_exception(asyncio.CancelledError())
+
+    task.add_done_callback(settle_if_never_run)
 
 
 class _SyncToAsyncType(type):

@@ -119,6 +119,48 @@ def test_an_interrupted_async_to_sync_cancels_its_coroutine(how: str) -> None:
     assert time.perf_counter() - started < 2
 
 
+def test_an_async_to_sync_call_arriving_as_its_outer_loop_ends_is_cancelled_not_lost() -> None:
+    # A worker's async_to_sync goes to the loop of the sync_to_async call it
+    # runs in. Here that loop is already ending (its task was cancelled by
+    # the loop's own clean-up) and runs on only while the cancelled task
+    # unwinds: the call's task starts after the clean-up took its list of
+    # tasks to cancel. It used to be left pending as the loop closed, and
+    # the worker waited for it for ever.
+    arrived = threading.Event()
+    outcome: list[str] = []
+
+    async def leaf() -> str:
+        await asyncio.sleep(2)
+        return "leaf finished"
+
+    def sync_side() -> None:
+        arrived.wait(5)
+        try:
+            outcome.append(async_to_sync(leaf)())
+        except BaseException as exc:
+            outcome.append(type(exc).__name__)
+
+    async def background() -> None:
+        try:
+            await sync_to_async(sync_side, thread_sensitive=False)()
+        except asyncio.CancelledError:
+            arrived.set()
+            await asyncio.sleep(0.3)  # the loop runs on while this task unwinds
+            raise
+
+    async def main() -> None:
+        tasks.append(asyncio.get_running_loop().create_task(background()))
+        await asyncio.sleep(0.05)  # background's call is under way
+
+    tasks: list[asyncio.Task[None]] = []
+    started = time.monotonic()
+    async_to_sync(main)()
+    while not outcome and time.monotonic() - started < 5:
+        time.sleep(0.01)
+    assert outcome == ["CancelledError"]
+    assert time.monotonic() - started < 2
+
+
 @pytest.mark.gevent_only
 def test_polling_a_layer_under_gevent_timeouts_loses_no_message() -> None:
     # The gevent way to poll with a limit. An interrupted receive is
