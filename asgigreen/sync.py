@@ -265,15 +265,11 @@ class AsyncToSync(Generic[_P, _R]):
         call = _calls.async_to_sync_call(self.awaitable, _caller_frame())
         _awaiting[call] = running
         try:
+            coroutine = self.awaitable(*args, **kwargs)
             awaitable = self.main_wrap(
-                call_result,
-                sys.exc_info(),
-                task_context,
-                context,
-                self.awaitable(*args, **kwargs),
-                running,
+                call_result, sys.exc_info(), task_context, context, coroutine, running
             )
-            if outer_loop is not None and _schedule(outer_loop, awaitable, call_result):
+            if outer_loop is not None and _schedule(outer_loop, awaitable, call_result, coroutine):
                 _wait_cancelling_on_interrupt(current_executor, call_result, running)
             else:
                 self._run_on_new_loop(awaitable, current_executor, running, call_result)
@@ -510,18 +506,25 @@ def _outer_event_loop() -> asyncio.AbstractEventLoop | None:
 
 
 def _schedule(
-    loop: asyncio.AbstractEventLoop, awaitable: Coroutine[Any, Any, None], call_result: Future[Any]
+    loop: asyncio.AbstractEventLoop,
+    awaitable: Coroutine[Any, Any, None],
+    call_result: Future[Any],
+    inner: object,
 ) -> bool:
-    """Start ``awaitable`` as a task of the running ``loop``; False if it closed."""
+    """Start ``awaitable`` (main_wrap of ``inner``) as a task of the running
+    ``loop``; False if the loop closed."""
     try:
-        hubs.get_hub().call_soon_threadsafe(loop, _start_task, loop, awaitable, call_result)
+        hubs.get_hub().call_soon_threadsafe(loop, _start_task, loop, awaitable, call_result, inner)
     except RuntimeError:
         return False
     return True
 
 
 def _start_task(
-    loop: asyncio.AbstractEventLoop, awaitable: Coroutine[Any, Any, None], call_result: Future[Any]
+    loop: asyncio.AbstractEventLoop,
+    awaitable: Coroutine[Any, Any, None],
+    call_result: Future[Any],
+    inner: object,
 ) -> None:
     task = loop.create_task(awaitable)
 
@@ -530,6 +533,8 @@ def _start_task(
     # shutdown does that to a call that arrives as the loop ends.
     def settle_if_never_run(_: asyncio.Task[None]) -> None:
         if not call_result.done():
+            if inspect.iscoroutine(inner):
+                inner.close()  # never started: no "never awaited" warning
             call_result.set_exception(asyncio.CancelledError())
 
     task.add_done_callback(settle_if_never_run)
