@@ -46,7 +46,9 @@ _SPAWNED_CHILD = (
     "exists (reproduced without asgigreen), so join(30) always waits 30 s; after "
     "earlier tests in the same process have forked, gevent's waitpid() no longer "
     "reaps the child either, and the test reports a deadlock. It passes when run "
-    "on its own or with its own file."
+    "on its own or with its own file. The wait is gevent's default libev loop's: "
+    "join(10) right after start() of a spawned child, in a script importing "
+    "neither asgigreen nor asgiref, takes 10 s, and 0.3 s with GEVENT_LOOP=libuv."
 )
 
 #: Tests of asgiref's suite that fail under the gevent hub, and why.
