@@ -159,6 +159,10 @@ def pytest_runtest_protocol(
         watchdog.disarm()
 
 
+# What pytest-timeout's failure says.
+_TIMED_OUT = "from pytest-timeout"
+
+
 # A test that pytest-timeout stopped leaves behind whatever it was stuck in:
 # the process-wide thread-sensitive worker, say, which every later
 # thread-sensitive call would then queue behind for a full timeout each, so
@@ -174,10 +178,6 @@ def pytest_runtest_makereport(
             f"{item.nodeid} timed out; later tests would wait behind what it left stuck"
         )
     return report
-
-
-# What pytest-timeout's failure says.
-_TIMED_OUT = "from pytest-timeout"
 
 
 # -- Django on SQLite -----------------------------------------------------------
